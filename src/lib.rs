@@ -4,6 +4,16 @@
 //! checks the token locally, [`cache`] remembers identities STS confirmed, [`sts`] asks STS,
 //! [`mapping`] turns the identity into a Kubernetes user, and [`review`] encodes the answer.
 
+pub mod arn;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod emulator;
+pub mod kube;
+pub mod mapping;
+pub mod metrics;
+pub mod server;
 pub mod signing;
+pub mod sts;
 pub mod token;
 pub mod types;

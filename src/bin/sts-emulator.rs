@@ -1,1 +1,4 @@
-fn main() {}
+fn main() {
+    eprintln!("sts-emulator: not built yet");
+    std::process::exit(1);
+}

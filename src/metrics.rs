@@ -1,0 +1,269 @@
+//! Prometheus metrics (`/metrics`). The `ack_ram_authenticator_*` names and labels of the
+//! public server are kept so that existing dashboards work; the rest are additions.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Metric namespace, as in ack-ram-authenticator.
+pub const NAMESPACE: &str = "ack_ram_authenticator";
+
+/// `result` of `authenticate_latency_seconds`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum AuthResult {
+    success,
+    malformed_request,
+    invalid_token,
+    sts_error,
+    unknown_user,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: AuthResult,
+}
+
+/// `ResponseCode` of `sts_responses_total` (the label name keeps the public server's casing).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[allow(non_snake_case)]
+pub struct ResponseCodeLabel {
+    pub ResponseCode: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    pub source: String,
+}
+
+/// Every metric the server exports, registered in one [`Registry`] passed around by `Arc`.
+pub struct Metrics {
+    pub registry: Registry,
+    pub authenticate_latency: Family<ResultLabel, Histogram>,
+    pub sts_responses: Family<ResponseCodeLabel, Counter>,
+    pub sts_connection_failures: Counter,
+    pub configmap_watch_failures: Counter,
+    pub sts_call_duration: Family<OutcomeLabel, Histogram>,
+    pub sts_throttles: Counter,
+    pub cache_hits: Counter,
+    pub cache_misses: Counter,
+    pub cache_entries: Gauge,
+    pub reviews_in_flight: Gauge,
+    pub mapping_entries: Family<SourceLabel, Gauge>,
+    pub mapping_last_reload: Family<SourceLabel, Gauge<f64, AtomicU64>>,
+    pub mapping_reload_errors: Family<SourceLabel, Counter>,
+    pub certificate_expiry: Gauge<f64, AtomicU64>,
+}
+
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    [
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ]
+    .into_iter()
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix(NAMESPACE);
+        let authenticate_latency = Family::<ResultLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(latency_buckets())
+        });
+        registry.register(
+            "authenticate_latency_seconds",
+            "Latency of TokenReviews, by result",
+            authenticate_latency.clone(),
+        );
+        let sts_responses = Family::<ResponseCodeLabel, Counter>::default();
+        registry.register(
+            "sts_responses",
+            "STS responses, by HTTP status code",
+            sts_responses.clone(),
+        );
+        let sts_connection_failures = Counter::default();
+        registry.register(
+            "sts_connection_failures",
+            "STS requests that failed to connect or time out",
+            sts_connection_failures.clone(),
+        );
+        let configmap_watch_failures = Counter::default();
+        registry.register(
+            "configmap_watch_failures",
+            "Failures of the alibabacloud-auth ConfigMap watch",
+            configmap_watch_failures.clone(),
+        );
+        let sts_call_duration = Family::<OutcomeLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(latency_buckets())
+        });
+        registry.register(
+            "sts_call_duration_seconds",
+            "Duration of STS calls including retries, by outcome",
+            sts_call_duration.clone(),
+        );
+        let sts_throttles = Counter::default();
+        registry.register(
+            "sts_throttles",
+            "STS calls answered with a Throttling code",
+            sts_throttles.clone(),
+        );
+        let cache_hits = Counter::default();
+        registry.register(
+            "identity_cache_hits",
+            "Reviews answered from the identity cache",
+            cache_hits.clone(),
+        );
+        let cache_misses = Counter::default();
+        registry.register(
+            "identity_cache_misses",
+            "Reviews that needed STS",
+            cache_misses.clone(),
+        );
+        let cache_entries = Gauge::default();
+        registry.register(
+            "identity_cache_entries",
+            "Identities in the cache",
+            cache_entries.clone(),
+        );
+        let reviews_in_flight = Gauge::default();
+        registry.register(
+            "reviews_in_flight",
+            "TokenReviews being answered",
+            reviews_in_flight.clone(),
+        );
+        let mapping_entries = Family::<SourceLabel, Gauge>::default();
+        registry.register(
+            "mapping_entries",
+            "Mappings loaded, by source",
+            mapping_entries.clone(),
+        );
+        let mapping_last_reload = Family::<SourceLabel, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "mapping_last_reload_timestamp_seconds",
+            "Unix time of the last successful load, by source",
+            mapping_last_reload.clone(),
+        );
+        let mapping_reload_errors = Family::<SourceLabel, Counter>::default();
+        registry.register(
+            "mapping_reload_errors",
+            "Loads of a mapping source that were refused, by source",
+            mapping_reload_errors.clone(),
+        );
+        let certificate_expiry = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "serving_certificate_expiry_timestamp_seconds",
+            "Unix time at which the serving certificate expires",
+            certificate_expiry.clone(),
+        );
+        Self {
+            registry,
+            authenticate_latency,
+            sts_responses,
+            sts_connection_failures,
+            configmap_watch_failures,
+            sts_call_duration,
+            sts_throttles,
+            cache_hits,
+            cache_misses,
+            cache_entries,
+            reviews_in_flight,
+            mapping_entries,
+            mapping_last_reload,
+            mapping_reload_errors,
+            certificate_expiry,
+        }
+    }
+
+    pub fn observe_review(&self, result: AuthResult, elapsed: Duration) {
+        self.authenticate_latency
+            .get_or_create(&ResultLabel { result })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn observe_sts_call(&self, outcome: &str, elapsed: Duration) {
+        self.sts_call_duration
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records a successful load of a mapping source.
+    pub fn mapping_loaded(&self, source: &str, entries: usize) {
+        let label = SourceLabel {
+            source: source.to_string(),
+        };
+        self.mapping_entries
+            .get_or_create(&label)
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+        let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+        self.mapping_last_reload.get_or_create(&label).set(now);
+    }
+
+    /// Records a refused load of a mapping source.
+    pub fn mapping_refused(&self, source: &str) {
+        self.mapping_reload_errors
+            .get_or_create(&SourceLabel {
+                source: source.to_string(),
+            })
+            .inc();
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_public_names() {
+        let m = Metrics::new();
+        m.observe_review(AuthResult::success, Duration::from_millis(1));
+        m.sts_responses
+            .get_or_create(&ResponseCodeLabel {
+                ResponseCode: "200".into(),
+            })
+            .inc();
+        m.sts_connection_failures.inc();
+        let text = m.encode();
+        assert!(
+            text.contains("ack_ram_authenticator_authenticate_latency_seconds_bucket{"),
+            "{text}"
+        );
+        assert!(text.contains("result=\"success\""), "{text}");
+        assert!(
+            text.contains("ack_ram_authenticator_sts_responses_total{ResponseCode=\"200\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ack_ram_authenticator_sts_connection_failures_total 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ack_ram_authenticator_configmap_watch_failures_total 0"),
+            "{text}"
+        );
+    }
+}

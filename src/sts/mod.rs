@@ -1,0 +1,407 @@
+//! The STS client: sends a signed `GetCallerIdentity` request (recovered from a token) to the
+//! configured endpoint and reads the identity or the error. Also sends the client side's RPC
+//! calls (`AssumeRole`).
+//!
+//! Every call has a per-attempt timeout and an overall deadline; connection errors and 5xx are
+//! retried with jittered backoff inside the deadline, 4xx never; concurrent calls are capped.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+use crate::metrics::Metrics;
+use crate::token::SignedRequest;
+
+/// The global STS endpoint, used when neither an endpoint nor a region is configured.
+pub const GLOBAL_ENDPOINT: &str = "https://sts.aliyuncs.com";
+
+/// Chooses the STS endpoint: an explicit one, else the VPC endpoint of the region, else global.
+pub fn endpoint_for(explicit: Option<&str>, region: Option<&str>) -> String {
+    match (
+        explicit.filter(|e| !e.is_empty()),
+        region.filter(|r| !r.is_empty()),
+    ) {
+        (Some(e), _) => e.trim_end_matches('/').to_string(),
+        (None, Some(r)) => format!("https://sts-vpc.{r}.aliyuncs.com"),
+        (None, None) => GLOBAL_ENDPOINT.to_string(),
+    }
+}
+
+/// The identity STS returns for `GetCallerIdentity`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CallerIdentity {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    pub account_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_id: Option<String>,
+    pub arn: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal_id: Option<String>,
+}
+
+/// The error body STS sends with a 4xx or 5xx.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ErrorBody {
+    #[serde(default)]
+    pub request_id: String,
+    #[serde(default)]
+    pub host_id: String,
+    #[serde(default)]
+    pub code: String,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default)]
+    pub recommend: String,
+}
+
+/// Why STS did not confirm an identity.
+///
+/// STS's `Message` is deliberately not kept: for a signature mismatch it quotes the string to
+/// sign, which for v1 tokens contains the security token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StsError {
+    #[error("STS rejected the request: {code} (HTTP {status}, request {request_id})")]
+    Rejected {
+        status: u16,
+        code: String,
+        request_id: String,
+    },
+    #[error("STS is throttling: {code}")]
+    Throttled { code: String },
+    #[error("STS failed: HTTP {status} {code}")]
+    ServerError { status: u16, code: String },
+    #[error("STS unavailable: {0}")]
+    Unavailable(String),
+    #[error("STS did not answer within the deadline of {0:?}")]
+    DeadlineExceeded(Duration),
+    #[error("STS answered with an unreadable response: {0}")]
+    BadResponse(String),
+}
+
+impl StsError {
+    /// The STS error code, or a fixed label for transport failures (metrics, audit).
+    pub fn code(&self) -> &str {
+        match self {
+            Self::Rejected { code, .. }
+            | Self::Throttled { code }
+            | Self::ServerError { code, .. } => code,
+            Self::Unavailable(_) => "Unavailable",
+            Self::DeadlineExceeded(_) => "DeadlineExceeded",
+            Self::BadResponse(_) => "BadResponse",
+        }
+    }
+
+    /// Whether STS judged the token itself (so the same token will fail again): worth
+    /// remembering briefly.
+    pub fn is_verdict_on_token(&self) -> bool {
+        matches!(self, Self::Rejected { status, .. } if (400..500).contains(status))
+    }
+}
+
+/// How the client reaches STS.
+#[derive(Clone, Debug)]
+pub struct StsSettings {
+    pub endpoint: String,
+    /// PEM bundle of extra CAs to trust (besides the system's), e.g. for the emulator.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Timeout of one HTTP attempt.
+    pub attempt_timeout: Duration,
+    /// Overall deadline of one call, retries included.
+    pub deadline: Duration,
+    /// Retries after the first attempt (connection errors and 5xx only).
+    pub max_retries: u32,
+    /// Calls in flight at once; more wait for a slot (within their deadline).
+    pub max_concurrent: usize,
+}
+
+impl StsSettings {
+    pub fn new(endpoint: String) -> Self {
+        Self {
+            endpoint,
+            ca_file: None,
+            attempt_timeout: Duration::from_secs(3),
+            deadline: Duration::from_secs(8),
+            max_retries: 2,
+            max_concurrent: 64,
+        }
+    }
+}
+
+/// A client for one STS endpoint. Cheap to clone.
+#[derive(Clone)]
+pub struct StsClient {
+    http: reqwest::Client,
+    settings: Arc<StsSettings>,
+    permits: Arc<Semaphore>,
+    metrics: Option<Arc<Metrics>>,
+}
+
+/// Building the client failed (a bad CA file, a bad endpoint).
+#[derive(Debug, thiserror::Error)]
+pub enum StsSetupError {
+    #[error("cannot read the STS CA file {path}: {source}")]
+    CaFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the STS CA file {0} holds no usable PEM certificate")]
+    CaPem(String),
+    #[error("STS endpoint {0:?} is not an http(s) URL")]
+    Endpoint(String),
+    #[error("cannot build the HTTP client: {0}")]
+    Http(String),
+}
+
+impl StsClient {
+    pub fn new(
+        settings: StsSettings,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Result<Self, StsSetupError> {
+        if !(settings.endpoint.starts_with("https://") || settings.endpoint.starts_with("http://"))
+        {
+            return Err(StsSetupError::Endpoint(settings.endpoint.clone()));
+        }
+        let mut builder = reqwest::Client::builder()
+            .tls_backend_rustls()
+            .connect_timeout(settings.attempt_timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(settings.max_concurrent)
+            .no_proxy()
+            .user_agent(concat!("ram-authenticator/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &settings.ca_file {
+            builder = builder.tls_certs_merge(load_ca(path)?);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| StsSetupError::Http(e.to_string()))?;
+        Ok(Self {
+            http,
+            permits: Arc::new(Semaphore::new(settings.max_concurrent.max(1))),
+            settings: Arc::new(settings),
+            metrics,
+        })
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.settings.endpoint
+    }
+
+    pub fn settings(&self) -> &StsSettings {
+        &self.settings
+    }
+
+    /// Sends the signed request recovered from a token and reads the caller's identity.
+    pub async fn get_caller_identity(
+        &self,
+        req: &SignedRequest,
+    ) -> Result<CallerIdentity, StsError> {
+        let body = self
+            .call(req.method(), &req.query_string(), &req.headers())
+            .await?;
+        let identity: CallerIdentity = serde_json::from_slice(&body)
+            .map_err(|e| StsError::BadResponse(format!("identity JSON: {e}")))?;
+        if identity.arn.is_empty() || identity.account_id.is_empty() {
+            return Err(StsError::BadResponse(
+                "identity without Arn or AccountId".into(),
+            ));
+        }
+        Ok(identity)
+    }
+
+    /// Sends one request (with retries inside the deadline) and returns the body of a 200.
+    pub async fn call(
+        &self,
+        method: &str,
+        query: &str,
+        headers: &[(String, String)],
+    ) -> Result<Vec<u8>, StsError> {
+        let started = Instant::now();
+        let deadline = self.settings.deadline;
+        let result = tokio::time::timeout(deadline, self.call_with_retries(method, query, headers))
+            .await
+            .unwrap_or(Err(StsError::DeadlineExceeded(deadline)));
+        if let Some(m) = &self.metrics {
+            let outcome = match &result {
+                Ok(_) => "success",
+                Err(StsError::Rejected { .. }) => "rejected",
+                Err(StsError::Throttled { .. }) => "throttled",
+                Err(StsError::ServerError { .. }) => "server_error",
+                Err(StsError::Unavailable(_)) | Err(StsError::DeadlineExceeded(_)) => "unavailable",
+                Err(StsError::BadResponse(_)) => "bad_response",
+            };
+            m.observe_sts_call(outcome, started.elapsed());
+            if matches!(result, Err(StsError::Throttled { .. })) {
+                m.sts_throttles.inc();
+            }
+        }
+        result
+    }
+
+    async fn call_with_retries(
+        &self,
+        method: &str,
+        query: &str,
+        headers: &[(String, String)],
+    ) -> Result<Vec<u8>, StsError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StsError::Unavailable("client closed".into()))?;
+        let mut attempt = 0u32;
+        loop {
+            let result = self.attempt(method, query, headers).await;
+            let retryable = matches!(
+                result,
+                Err(StsError::Unavailable(_)) | Err(StsError::ServerError { .. })
+            );
+            if !retryable || attempt >= self.settings.max_retries {
+                return result;
+            }
+            attempt += 1;
+            let base = 50u64 << attempt.min(6);
+            let jitter = rand::random_range(0..=base);
+            tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+        }
+    }
+
+    async fn attempt(
+        &self,
+        method: &str,
+        query: &str,
+        headers: &[(String, String)],
+    ) -> Result<Vec<u8>, StsError> {
+        let url = if query.is_empty() {
+            format!("{}/", self.settings.endpoint)
+        } else {
+            format!("{}/?{query}", self.settings.endpoint)
+        };
+        let method = reqwest::Method::from_bytes(method.as_bytes())
+            .map_err(|_| StsError::BadResponse("bad method".into()))?;
+        let mut request = self
+            .http
+            .request(method, url)
+            .timeout(self.settings.attempt_timeout)
+            .header("accept", "application/json");
+        for (k, v) in headers {
+            request = request.header(k.as_str(), v.as_str());
+        }
+        let response = request.send().await.map_err(|e| {
+            if let Some(m) = &self.metrics {
+                m.sts_connection_failures.inc();
+            }
+            StsError::Unavailable(describe_reqwest_error(&e))
+        })?;
+        let status = response.status().as_u16();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| StsError::Unavailable(describe_reqwest_error(&e)))?;
+        if let Some(m) = &self.metrics {
+            m.sts_responses
+                .get_or_create(&crate::metrics::ResponseCodeLabel {
+                    ResponseCode: status.to_string(),
+                })
+                .inc();
+        }
+        if status == 200 {
+            return Ok(body.to_vec());
+        }
+        let err: ErrorBody = serde_json::from_slice(&body).unwrap_or_default();
+        let code = if err.code.is_empty() {
+            format!("HTTP{status}")
+        } else {
+            err.code.chars().take(80).collect()
+        };
+        Err(if code.starts_with("Throttling") || status == 429 {
+            StsError::Throttled { code }
+        } else if status >= 500 {
+            StsError::ServerError { status, code }
+        } else {
+            StsError::Rejected {
+                status,
+                code,
+                request_id: err.request_id.chars().take(64).collect(),
+            }
+        })
+    }
+}
+
+fn describe_reqwest_error(e: &reqwest::Error) -> String {
+    // The URL may carry a v1 token's query (signature, security token): never print it.
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    let mut source = std::error::Error::source(e);
+    let mut detail = String::new();
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    if detail.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {detail}")
+    }
+}
+
+fn load_ca(path: &Path) -> Result<Vec<reqwest::Certificate>, StsSetupError> {
+    let pem = std::fs::read(path).map_err(|source| StsSetupError::CaFile {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|_| StsSetupError::CaPem(path.display().to_string()))?;
+    if certs.is_empty() {
+        return Err(StsSetupError::CaPem(path.display().to_string()));
+    }
+    Ok(certs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_choice() {
+        assert_eq!(
+            endpoint_for(Some("http://127.0.0.1:9/"), Some("cn-hangzhou")),
+            "http://127.0.0.1:9"
+        );
+        assert_eq!(
+            endpoint_for(None, Some("cn-hangzhou")),
+            "https://sts-vpc.cn-hangzhou.aliyuncs.com"
+        );
+        assert_eq!(endpoint_for(None, None), GLOBAL_ENDPOINT);
+        assert_eq!(endpoint_for(Some(""), Some("")), GLOBAL_ENDPOINT);
+    }
+
+    #[test]
+    fn reads_sts_shapes() {
+        let id: CallerIdentity = serde_json::from_str(
+            r#"{"RequestId":"r","AccountId":"123","RoleId":"3","Arn":"acs:ram::123:assumed-role/a/s","IdentityType":"AssumedRoleUser","PrincipalId":"3:s"}"#,
+        )
+        .expect("identity");
+        assert_eq!(id.principal_id.as_deref(), Some("3:s"));
+        assert_eq!(id.user_id, None);
+        let err: ErrorBody = serde_json::from_str(
+            r#"{"RequestId":"r","Code":"SignatureDoesNotMatch","Message":"m"}"#,
+        )
+        .expect("error");
+        assert_eq!(err.code, "SignatureDoesNotMatch");
+    }
+}
