@@ -17,3 +17,6 @@ pub mod signing;
 pub mod sts;
 pub mod token;
 pub mod types;
+pub mod authenticator;
+pub mod logging;
+pub mod review;

@@ -1,15 +1,116 @@
-//! The webhook server.
+//! The webhook server: HTTPS (`/authenticate`, `/healthz`, `/readyz`, `/metrics`) and a plain
+//! HTTP health listener (`/healthz`, `/readyz`, `/metrics`).
+//!
+//! Start-up: resolve settings (flags over the config file over defaults), make or load the
+//! serving pair, check the key's permissions, build the mapping chain (file sources never touch
+//! the Kubernetes API), bind, write the webhook kubeconfig, serve. The first SIGTERM/SIGINT
+//! stops accepting, turns `/readyz` false, lets in-flight reviews finish and exits 0; a second
+//! signal exits at once.
 
+mod http;
 pub mod init;
+pub mod settings;
+pub mod tls;
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
 use clap::Args;
+use tokio::net::TcpListener;
 
-/// Arguments of `server`.
-#[derive(Debug, Args)]
+use crate::authenticator::Authenticator;
+use crate::config::{BackendMode, FileConfig};
+use crate::logging::LogFormat;
+use crate::mapping::file::FileSource;
+use crate::mapping::{Chain, Source};
+use crate::metrics::Metrics;
+use crate::sts::StsClient;
+use crate::types::SystemClock;
+
+pub use settings::Settings;
+
+/// Arguments of `server`. Each overrides the config file's key of the same meaning.
+#[derive(Debug, Args, Default)]
 pub struct ServerArgs {
-    /// Config file (YAML, ack-ram-authenticator keys).
+    /// Config file (YAML, ack-ram-authenticator's keys in any casing).
     #[arg(short = 'c', long)]
-    pub config: Option<std::path::PathBuf>,
+    pub config: Option<PathBuf>,
+    /// The cluster ID tokens must be bound to (config `clusterID`).
+    #[arg(short = 'i', long, env = "ACK_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
+    /// HTTPS listen address [default: 127.0.0.1].
+    #[arg(long, alias = "bind")]
+    pub address: Option<String>,
+    /// HTTPS port; 0 picks a free one [default: 21362].
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Host name kube-apiserver uses to reach the webhook [default: localhost].
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Directory holding cert.pem and key.pem (created if absent) [default: /var/ack-ram-authenticator].
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Where to write the webhook kubeconfig [default: /etc/kubernetes/ack-ram-authenticator/kubeconfig.yaml].
+    #[arg(long)]
+    pub generate_kubeconfig: Option<PathBuf>,
+    /// Do not write the webhook kubeconfig (`init` wrote it).
+    #[arg(long)]
+    pub kubeconfig_pregenerated: bool,
+    /// Mapping sources in order, comma-separated: MountedFile, ACKConfigMap, CRD [default: MountedFile].
+    #[arg(long, value_delimiter = ',')]
+    pub backend_mode: Vec<String>,
+    /// Region: STS endpoint https://sts-vpc.<region>.aliyuncs.com.
+    #[arg(long, env = "STS_REGION")]
+    pub region: Option<String>,
+    /// STS endpoint URL (wins over --region) [default: https://sts.aliyuncs.com].
+    #[arg(long, env = "STS_ENDPOINT")]
+    pub sts_endpoint: Option<String>,
+    /// Extra CA bundle (PEM) trusted for the STS endpoint.
+    #[arg(long)]
+    pub sts_ca_file: Option<PathBuf>,
+    /// Plain-HTTP health listener [default: 0.0.0.0:21363].
+    #[arg(long)]
+    pub health_address: Option<String>,
+    /// Kubeconfig for the Kubernetes API (ACKConfigMap, CRD); in-cluster config if unset.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// An audience this authenticator serves (repeat for several).
+    #[arg(long = "audience")]
+    pub audiences: Vec<String>,
+    /// Upper bound on how long a confirmed identity is cached, in seconds [default: 900].
+    #[arg(long)]
+    pub cache_ttl_seconds: Option<u64>,
+    /// Identities cached at most [default: 100000].
+    #[arg(long)]
+    pub cache_max_entries: Option<u64>,
+    /// Timeout of one STS attempt, in milliseconds [default: 3000].
+    #[arg(long)]
+    pub sts_timeout_ms: Option<u64>,
+    /// Deadline of a review's STS work, retries included, in milliseconds [default: 8000].
+    #[arg(long)]
+    pub sts_deadline_ms: Option<u64>,
+    /// STS calls in flight at once [default: 64].
+    #[arg(long)]
+    pub sts_max_concurrent: Option<usize>,
+    /// Open connections at most [default: 4096].
+    #[arg(long, default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Reviews being answered at once; more wait [default: 1024].
+    #[arg(long, default_value_t = 1024)]
+    pub max_concurrent_reviews: usize,
+    /// How long in-flight reviews may take to finish after the first stop signal, in seconds.
+    #[arg(long, default_value_t = 20)]
+    pub shutdown_grace_seconds: u64,
+    /// How often the config file and the serving certificate are checked for changes, in ms.
+    #[arg(long, default_value_t = 2000)]
+    pub reload_interval_ms: u64,
+    /// Log format.
+    #[arg(short = 'l', long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 /// Arguments of `check-config`.
@@ -17,13 +118,305 @@ pub struct ServerArgs {
 pub struct CheckConfigArgs {
     /// Config file to check.
     #[arg(short = 'c', long)]
-    pub config: std::path::PathBuf,
+    pub config: PathBuf,
 }
 
-pub async fn run(_args: ServerArgs) -> anyhow::Result<i32> {
-    anyhow::bail!("server: not built yet")
+/// `check-config`: reads the file with the server's own rules and prints what it maps.
+pub fn check_config(args: &CheckConfigArgs) -> anyhow::Result<i32> {
+    let config = match FileConfig::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(1);
+        }
+    };
+    let settings = Settings::resolve(&ServerArgs::default(), Some(&config))?;
+    println!("config file {} is valid", args.config.display());
+    println!("  clusterID: {}", settings.cluster_id);
+    println!(
+        "  backends: {}",
+        settings
+            .backends
+            .iter()
+            .map(|b| b.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("  STS endpoint: {}", settings.sts.endpoint);
+    for r in &config.server.map_roles {
+        println!("  role {} -> {} {:?}", r.role_arn, r.username, r.groups);
+    }
+    for u in &config.server.map_users {
+        println!("  user {} -> {} {:?}", u.user_arn, u.username, u.groups);
+    }
+    for a in &config.server.map_accounts {
+        println!("  account {a} -> its canonical ARNs");
+    }
+    Ok(0)
 }
 
-pub fn check_config(_args: &CheckConfigArgs) -> anyhow::Result<i32> {
-    anyhow::bail!("check-config: not built yet")
+/// Shared state of the HTTP handlers.
+pub struct AppState {
+    pub auth: Authenticator,
+    pub metrics: Arc<Metrics>,
+    pub audiences: Vec<String>,
+    pub review_deadline: Duration,
+    pub shutting_down: AtomicBool,
+}
+
+impl AppState {
+    fn ready(&self) -> Result<(), String> {
+        if self.shutting_down.load(Ordering::Acquire) {
+            return Err("shutting down".into());
+        }
+        let waiting: Vec<&str> = self
+            .auth
+            .chain()
+            .sources()
+            .iter()
+            .filter(|s| !s.ready())
+            .map(|s| s.name())
+            .collect();
+        if waiting.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "waiting for the first load of: {}",
+                waiting.join(", ")
+            ))
+        }
+    }
+}
+
+/// `server`.
+pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
+    crate::logging::init(args.log_format);
+    let config = match &args.config {
+        Some(path) => Some(FileConfig::load(path)?),
+        None => None,
+    };
+    let settings = Settings::resolve(&args, config.as_ref())?;
+    let metrics = Arc::new(Metrics::new());
+
+    // TLS material first: fail before binding anything.
+    let pair = init::ensure_cert(&settings.state_dir, &settings.hostname, &settings.address)?;
+    if pair.created {
+        tracing::info!(cert = %pair.cert_path.display(), key = %pair.key_path.display(), "generated a serving certificate and key");
+    }
+    tls::check_key_permissions(&pair.key_path)?;
+    let resolver = tls::ReloadingResolver::load(&pair.cert_path, &pair.key_path, &metrics)?;
+    let tls_config = Arc::new(tls::server_config(resolver.clone())?);
+
+    // Mapping sources, in the configured order.
+    let mut background = tokio::task::JoinSet::new();
+    let mut sources: Vec<Arc<dyn Source>> = Vec::new();
+    let kube_modes: Vec<BackendMode> = settings
+        .backends
+        .iter()
+        .copied()
+        .filter(|b| *b != BackendMode::MountedFile)
+        .collect();
+    let mut kube_sources = if kube_modes.is_empty() {
+        Vec::new()
+    } else {
+        crate::kube::start_sources(&kube_modes, settings.kubeconfig.as_deref(), metrics.clone())
+            .await
+            .context("cannot start the Kubernetes mapping sources")?
+    };
+    for mode in &settings.backends {
+        match mode {
+            BackendMode::MountedFile => {
+                let source = match &args.config {
+                    Some(path) => {
+                        let s = Arc::new(
+                            FileSource::load(path, Some(metrics.clone()))
+                                .map_err(|e| anyhow::anyhow!(e))?,
+                        );
+                        background.spawn(
+                            s.clone()
+                                .watch(Duration::from_millis(args.reload_interval_ms.max(100))),
+                        );
+                        s
+                    }
+                    None => Arc::new(
+                        FileSource::from_config(&FileConfig::default())
+                            .map_err(|e| anyhow::anyhow!(e))?,
+                    ),
+                };
+                metrics.mapping_loaded("MountedFile", source.index().len());
+                sources.push(source);
+            }
+            other => {
+                if let Some(pos) = kube_sources.iter().position(|(m, _)| m == other) {
+                    sources.push(kube_sources.remove(pos).1);
+                }
+            }
+        }
+    }
+    let chain = Chain::new(sources);
+
+    let sts = StsClient::new(settings.sts.clone(), Some(metrics.clone()))?;
+    let auth = Authenticator::new(
+        settings.cluster_id.clone(),
+        Arc::new(SystemClock),
+        sts,
+        chain,
+        settings.cache.clone(),
+        metrics.clone(),
+        settings.scrubbed_accounts.clone(),
+    );
+    let state = Arc::new(AppState {
+        auth,
+        metrics: metrics.clone(),
+        audiences: settings.audiences.clone(),
+        review_deadline: settings.sts.deadline + Duration::from_secs(1),
+        shutting_down: AtomicBool::new(false),
+    });
+
+    // Bind.
+    let tls_addr: SocketAddr = format!("{}:{}", bracket(&settings.address), settings.port)
+        .parse()
+        .with_context(|| {
+            format!(
+                "invalid listen address {}:{}",
+                settings.address, settings.port
+            )
+        })?;
+    let listener = TcpListener::bind(tls_addr)
+        .await
+        .with_context(|| format!("cannot listen on {tls_addr}"))?;
+    let tls_local = listener.local_addr()?;
+    let health_listener = TcpListener::bind(&settings.health_address)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.health_address))?;
+    let health_local = health_listener.local_addr()?;
+
+    if let Some(path) = &settings.generate_kubeconfig {
+        init::write_kubeconfig(
+            path,
+            &settings.cluster_id,
+            &settings.hostname,
+            tls_local.port(),
+            &pair.cert_pem,
+        )?;
+        tracing::info!(path = %path.display(), "wrote the webhook kubeconfig");
+    }
+    background.spawn(resolver.clone().watch(
+        metrics.clone(),
+        Duration::from_millis(args.reload_interval_ms.max(100)),
+    ));
+
+    tracing::info!(
+        cluster_id = %settings.cluster_id,
+        https = %tls_local,
+        health = %health_local,
+        sts_endpoint = %settings.sts.endpoint,
+        backends = ?settings.backends.iter().map(|b| b.as_str()).collect::<Vec<_>>(),
+        "ram-authenticator serving"
+    );
+    println!("serving https://{tls_local}/authenticate");
+    println!("health http://{health_local}");
+
+    let shutdown = install_shutdown();
+    let server = http::serve_tls(
+        listener,
+        tls_config,
+        state.clone(),
+        http::Limits {
+            max_connections: args.max_connections.max(1),
+            max_concurrent_reviews: args.max_concurrent_reviews.max(1),
+            header_read_timeout: Duration::from_secs(10),
+        },
+        shutdown.clone(),
+    );
+    let health = http::serve_health(health_listener, state.clone(), shutdown.clone());
+
+    let grace = Duration::from_secs(args.shutdown_grace_seconds);
+    let mut server = tokio::spawn(server);
+    let health = tokio::spawn(health);
+    tokio::select! {
+        _ = shutdown.first_signal() => {}
+        finished = background.join_next() => {
+            tracing::error!(?finished, "a background task stopped; exiting rather than serving stale data");
+            return Ok(1);
+        }
+        result = &mut server => {
+            tracing::error!(?result, "the HTTPS server stopped unexpectedly");
+            return Ok(1);
+        }
+    }
+    state.shutting_down.store(true, Ordering::Release);
+    tracing::info!(
+        grace_seconds = grace.as_secs(),
+        "stop signal received: draining in-flight reviews"
+    );
+    tokio::select! {
+        drained = tokio::time::timeout(grace, server) => {
+            if drained.is_err() {
+                tracing::warn!("in-flight reviews did not finish within the grace period");
+            }
+        }
+        _ = shutdown.second_signal() => {
+            tracing::warn!("second stop signal: exiting now");
+            return Ok(130);
+        }
+    }
+    health.abort();
+    tracing::info!("stopped");
+    Ok(0)
+}
+
+fn bracket(address: &str) -> String {
+    if address.contains(':') && !address.starts_with('[') {
+        format!("[{address}]")
+    } else {
+        address.to_string()
+    }
+}
+
+/// Stop signals: the first starts a graceful stop, the second ends the process at once.
+#[derive(Clone)]
+pub struct Shutdown {
+    first: Arc<tokio::sync::watch::Sender<u8>>,
+}
+
+fn install_shutdown() -> Shutdown {
+    let (tx, _) = tokio::sync::watch::channel(0u8);
+    let tx = Arc::new(tx);
+    let sender = tx.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        let mut count = 0u8;
+        loop {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            count = count.saturating_add(1);
+            sender.send_replace(count);
+        }
+    });
+    Shutdown { first: tx }
+}
+
+impl Shutdown {
+    async fn wait_for(&self, n: u8) {
+        let mut rx = self.first.subscribe();
+        let _ = rx.wait_for(|v| *v >= n).await;
+    }
+    /// Resolves at the first stop signal.
+    pub async fn first_signal(&self) {
+        self.wait_for(1).await
+    }
+    /// Resolves at the second stop signal.
+    pub async fn second_signal(&self) {
+        self.wait_for(2).await
+    }
 }

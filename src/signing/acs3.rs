@@ -184,6 +184,31 @@ pub fn sign(
     }
 }
 
+/// Checks a V3 signature: recomputes it over the headers `auth` names (taken from `headers`,
+/// lower-case names) and compares in constant time. A signed header that is absent fails.
+pub fn verify(
+    auth: &Authorization,
+    secret: &str,
+    method: &str,
+    path: &str,
+    query: &BTreeMap<String, String>,
+    headers: &BTreeMap<String, String>,
+    body_sha256: &str,
+) -> bool {
+    let mut signed = BTreeMap::new();
+    for name in &auth.signed_headers {
+        match headers.get(name) {
+            Some(v) => {
+                signed.insert(name.clone(), v.clone());
+            }
+            None => return false,
+        }
+    }
+    let (request, _) = canonical_request(method, path, query, &signed, body_sha256);
+    let expected = signature(secret, &string_to_sign(&request));
+    super::constant_time_eq(expected.as_bytes(), auth.signature.as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,29 +247,4 @@ mod tests {
             Err(AuthorizationError::NoAlgorithm)
         );
     }
-}
-
-/// Checks a V3 signature: recomputes it over the headers `auth` names (taken from `headers`,
-/// lower-case names) and compares in constant time. A signed header that is absent fails.
-pub fn verify(
-    auth: &Authorization,
-    secret: &str,
-    method: &str,
-    path: &str,
-    query: &BTreeMap<String, String>,
-    headers: &BTreeMap<String, String>,
-    body_sha256: &str,
-) -> bool {
-    let mut signed = BTreeMap::new();
-    for name in &auth.signed_headers {
-        match headers.get(name) {
-            Some(v) => {
-                signed.insert(name.clone(), v.clone());
-            }
-            None => return false,
-        }
-    }
-    let (request, _) = canonical_request(method, path, query, &signed, body_sha256);
-    let expected = signature(secret, &string_to_sign(&request));
-    super::constant_time_eq(expected.as_bytes(), auth.signature.as_bytes())
 }
