@@ -1,0 +1,307 @@
+//! Helpers for black-box tests: start the real binaries on loopback, mint tokens, send reviews.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+
+use base64::Engine as _;
+use ram_authenticator::token::{v1, v2};
+use ram_authenticator::types::format_utc;
+use serde_json::{json, Value};
+
+pub const CLUSTER: &str = "c1234567890abcdef";
+pub const ACCOUNT: &str = "1234567890123456";
+
+/// Keys the test emulator knows.
+pub const KEYS_YAML: &str = r#"
+keys:
+  - accessKeyId: LTAI5tAlice
+    accessKeySecret: AliceSecret
+    identity: {type: RAMUser, accountId: "1234567890123456", userName: alice, userId: "2001"}
+  - accessKeyId: STS.Bob
+    accessKeySecret: BobSecret
+    securityToken: BobSecurityToken
+    identity: {type: AssumedRoleUser, accountId: "1234567890123456", roleName: KubeAdmin, roleId: "3001", sessionName: bob@example.com}
+  - accessKeyId: LTAI5tCarol
+    accessKeySecret: CarolSecret
+    identity: {type: RAMUser, accountId: "2222222222222222", userName: carol, userId: "4001"}
+  - accessKeyId: LTAI5tDave
+    accessKeySecret: DaveSecret
+    identity: {type: RAMUser, accountId: "3333333333333333", userName: dave, userId: "5001"}
+  - accessKeyId: LTAI5tErin
+    accessKeySecret: ErinSecret
+    identity: {type: RAMUser, accountId: "4444444444444444", userName: erin, userId: "6001"}
+"#;
+
+/// Server config mapping the identities above.
+pub const CONFIG_YAML: &str = r#"
+clusterID: c1234567890abcdef
+server:
+  mapUsers:
+    - userARN: acs:ram::1234567890123456:user/alice
+      username: alice
+      groups: [developers]
+    - userarn: acs:ram::4444444444444444:user/erin
+      username: erin-4444444444444444
+  mapRoles:
+    - roleARN: acs:ram::1234567890123456:role/KubeAdmin
+      username: "admin:{{AccountID}}:{{SessionName}}"
+      groups: ["admins", "session:{{SessionNameRaw}}"]
+  mapAccounts: ["2222222222222222"]
+  scrubbedAccounts: ["4444444444444444"]
+"#;
+
+/// A child process killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub stderr_path: PathBuf,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+    /// Sends a signal (by number) to the process.
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status();
+    }
+}
+
+fn spawn_reading(mut cmd: Command, dir: &Path, name: &str, wanted: &[&str]) -> (Proc, Vec<String>) {
+    let stderr_path = dir.join(format!("{name}.stderr"));
+    let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(stderr))
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let wanted: Vec<String> = wanted.iter().map(|s| s.to_string()).collect();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut found = Vec::new();
+        let mut line = String::new();
+        while found.len() < wanted.len() {
+            line.clear();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                break;
+            }
+            if let Some(rest) = line.trim().strip_prefix(wanted[found.len()].as_str()) {
+                found.push(rest.trim().to_string());
+            }
+        }
+        let _ = tx.send(found);
+        // Keep draining so the child never blocks on a full pipe.
+        let mut sink = String::new();
+        while reader.read_line(&mut sink).unwrap_or(0) > 0 {
+            sink.clear();
+        }
+    });
+    let found = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
+    let proc = Proc { child, stderr_path };
+    assert_eq!(found.len(), wanted.len(), "{name} did not start: {}", proc.stderr());
+    (proc, found)
+}
+
+/// A running STS emulator.
+pub struct Emulator {
+    pub proc: Proc,
+    pub url: String,
+}
+
+impl Emulator {
+    pub fn start(dir: &Path, extra: &[&str]) -> Self {
+        let keys = dir.join("emulator-keys.yaml");
+        std::fs::write(&keys, KEYS_YAML).expect("keys");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sts-emulator"));
+        cmd.args(["--listen", "127.0.0.1:0", "--keys"]).arg(&keys).args(extra);
+        Self::start_command(dir, cmd)
+    }
+
+    /// Starts an emulator from a prepared command.
+    pub fn start_command(dir: &Path, cmd: Command) -> Self {
+        let (proc, found) = spawn_reading(cmd, dir, "emulator", &["listening on"]);
+        Self {
+            proc,
+            url: found[0].clone(),
+        }
+    }
+
+    pub fn stats(&self) -> Value {
+        blocking_json("GET", &format!("{}/_emulator/stats", self.url), None)
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.stats()["requests"].as_u64().expect("requests")
+    }
+
+    pub fn fault(&self, mode: &str, delay_ms: u64) {
+        blocking_json(
+            "POST",
+            &format!("{}/_emulator/faults", self.url),
+            Some(json!({"mode": mode, "delayMs": delay_ms})),
+        );
+    }
+}
+
+fn blocking_json(method: &str, url: &str, body: Option<Value>) -> Value {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let mut req = client.request(method.parse().expect("method"), url);
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b.to_string());
+        }
+        let resp = req.send().await.expect("emulator admin");
+        let text = resp.text().await.expect("body");
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    })
+}
+
+/// A running webhook server.
+pub struct Server {
+    pub proc: Proc,
+    pub url: String,
+    pub health: String,
+    pub kubeconfig: PathBuf,
+    pub state_dir: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Server {
+    pub fn start(dir: &Path, sts_url: &str, extra: &[&str]) -> Self {
+        Self::start_with_config(dir, sts_url, CONFIG_YAML, extra)
+    }
+
+    pub fn start_with_config(dir: &Path, sts_url: &str, config_text: &str, extra: &[&str]) -> Self {
+        let config = dir.join("config.yaml");
+        if !config.exists() {
+            std::fs::write(&config, config_text).expect("config");
+        }
+        let state_dir = dir.join("state");
+        let kubeconfig = dir.join("webhook.kubeconfig");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ram-authenticator"));
+        cmd.arg("server")
+            .arg("--config")
+            .arg(&config)
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .arg("--generate-kubeconfig")
+            .arg(&kubeconfig)
+            .args(["--port", "0", "--health-address", "127.0.0.1:0", "--sts-endpoint", sts_url])
+            .args(["--reload-interval-ms", "200"])
+            .args(extra)
+            .env("RUST_LOG", "info");
+        let (proc, found) = spawn_reading(cmd, dir, "server", &["serving", "health"]);
+        Self {
+            proc,
+            url: found[0].clone(),
+            health: found[1].clone(),
+            kubeconfig,
+            state_dir,
+            config,
+        }
+    }
+
+    /// A client that trusts only the CA in the webhook kubeconfig the server wrote.
+    pub fn client(&self) -> reqwest::Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (ca, _) = read_kubeconfig(&self.kubeconfig);
+        let certs = reqwest::Certificate::from_pem_bundle(&ca).expect("ca");
+        reqwest::Client::builder()
+            .tls_certs_only(certs)
+            .no_proxy()
+            .build()
+            .expect("client")
+    }
+
+    pub async fn review(&self, client: &reqwest::Client, api_version: &str, token: &str) -> Value {
+        let body = json!({"apiVersion": api_version, "kind": "TokenReview", "spec": {"token": token}});
+        let resp = client.post(&self.url).json(&body).send().await.expect("review");
+        assert_eq!(resp.status(), 200);
+        resp.json().await.expect("json")
+    }
+}
+
+/// (CA PEM, server URL) from a webhook kubeconfig.
+pub fn read_kubeconfig(path: &Path) -> (Vec<u8>, String) {
+    let v: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(path).expect("kubeconfig")).expect("yaml");
+    let cluster = &v["clusters"][0]["cluster"];
+    let ca = base64::engine::general_purpose::STANDARD
+        .decode(cluster["certificate-authority-data"].as_str().expect("ca data"))
+        .expect("base64");
+    (ca, cluster["server"].as_str().expect("server").to_string())
+}
+
+pub fn now_str() -> String {
+    format_utc(chrono::Utc::now())
+}
+
+/// A v2 token signed now.
+pub fn v2_token(akid: &str, secret: &str, security_token: Option<&str>, cluster: &str) -> String {
+    v2::mint(&v2::MintV2 {
+        access_key_id: akid,
+        access_key_secret: secret,
+        security_token,
+        cluster_id: cluster,
+        date: &now_str(),
+        extra_query: &[],
+        user_agent: "tests",
+    })
+}
+
+/// A v1 token signed now, with a fresh nonce.
+pub fn v1_token(akid: &str, secret: &str, security_token: Option<&str>, cluster: &str) -> String {
+    let nonce = format!("{:032x}", rand::random::<u128>());
+    v1::mint(&v1::MintV1 {
+        access_key_id: akid,
+        access_key_secret: secret,
+        security_token,
+        cluster_id: cluster,
+        timestamp: &now_str(),
+        nonce: &nonce,
+        host: "sts.aliyuncs.com",
+    })
+}
+
+/// Decodes a v2 token's JSON, lets `edit` change it, and re-encodes it.
+pub fn edit_v2(token: &str, edit: impl FnOnce(&mut Value)) -> String {
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(token.trim_start_matches("k8s-ack-v2."))
+        .expect("b64");
+    let mut v: Value = serde_json::from_slice(&payload).expect("json");
+    edit(&mut v);
+    format!(
+        "k8s-ack-v2.{}",
+        base64::engine::general_purpose::STANDARD.encode(v.to_string())
+    )
+}
+
+/// Packs arbitrary bytes as a v2 or v1 token.
+pub fn pack(prefix: &str, payload: &[u8]) -> String {
+    format!("{prefix}{}", base64::engine::general_purpose::STANDARD.encode(payload))
+}
+
+/// Waits until `f` returns true or the timeout passes.
+pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    f()
+}
