@@ -1,6 +1,244 @@
-//! The `RAMIdentityMapping` custom resource.
+//! The `RAMIdentityMapping` custom resource (`ramauthenticator.k8s.alibabacloud/v1alpha1`,
+//! cluster-scoped), compatible with the objects written for ack-ram-authenticator.
+//!
+//! The watch reads objects loosely (see [`entry_from_object`]): unknown spec fields are
+//! ignored, `groups` may be missing, and one object that does not fit is skipped with its
+//! name and reason instead of breaking the whole list.
 
-/// The CRD as YAML.
+use ::kube::api::DynamicObject;
+use ::kube::{CustomResource, CustomResourceExt};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::arn::canonicalize;
+use crate::mapping::glob::Glob;
+use crate::mapping::Entry;
+
+/// API group of the custom resource.
+pub const GROUP: &str = "ramauthenticator.k8s.alibabacloud";
+/// API version of the custom resource.
+pub const VERSION: &str = "v1alpha1";
+/// Plural resource name (the URL path segment).
+pub const PLURAL: &str = "ramidentitymappings";
+/// Kind of the custom resource.
+pub const KIND: &str = "RAMIdentityMapping";
+
+/// Maps one RAM identity (or a glob of them: `*` and `?`, anchored) to a Kubernetes user.
+#[derive(
+    CustomResource, Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema,
+)]
+#[kube(
+    group = "ramauthenticator.k8s.alibabacloud",
+    version = "v1alpha1",
+    kind = "RAMIdentityMapping",
+    singular = "ramidentitymapping",
+    plural = "ramidentitymappings",
+    status = "RAMIdentityMappingStatus",
+    category = "all",
+    doc = "Maps a RAM role or user ARN (or an anchored glob with * and ?) to a Kubernetes username and groups.",
+    printcolumn = r#"{"name":"ARN","type":"string","description":"RAM ARN or pattern","jsonPath":".spec.arn"}"#,
+    printcolumn = r#"{"name":"Username","type":"string","description":"Kubernetes username","jsonPath":".spec.username"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+pub struct RAMIdentityMappingSpec {
+    /// RAM ARN (`acs:ram::<account>:role/<name>`, `...:user/<name>`, `...:assumed-role/...`) or
+    /// a pattern with `*` and `?` matched against the whole canonical ARN, case-insensitively.
+    pub arn: String,
+    /// Kubernetes username; may use `{{AccountID}}`, `{{SessionName}}`, `{{SessionNameRaw}}`.
+    pub username: String,
+    /// Kubernetes groups; the same templates as `username` apply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+}
+
+/// Written by the server (informational only: lookups never depend on it).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub struct RAMIdentityMappingStatus {
+    /// The canonical, lower-case form of `spec.arn` (patterns are only lower-cased).
+    #[serde(
+        rename = "canonicalARN",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub canonical_arn: String,
+    /// The RAM user or role ID, when known.
+    #[serde(rename = "userID", default, skip_serializing_if = "String::is_empty")]
+    pub user_id: String,
+}
+
+/// The spec as read from the cluster: every field optional and unknown fields ignored, so
+/// objects written for ack-ram-authenticator (or by hand) are judged one by one.
+#[derive(Debug, Default, Deserialize)]
+struct LooseSpec {
+    #[serde(default)]
+    arn: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    groups: Option<Vec<String>>,
+}
+
+/// `Entry.origin` for an object: `RAMIdentityMapping/<name>`.
+pub fn origin(name: &str) -> String {
+    format!("{KIND}/{name}")
+}
+
+/// Turns one watched object into an index entry, or says in words why it cannot be used.
+pub fn entry_from_object(obj: &DynamicObject) -> Result<Entry, String> {
+    let name = obj
+        .metadata
+        .name
+        .as_deref()
+        .ok_or_else(|| "the object has no metadata.name".to_string())?;
+    let spec = match obj.data.get("spec") {
+        None | Some(serde_json::Value::Null) => return Err("the object has no spec".into()),
+        Some(v) => LooseSpec::deserialize(v).map_err(|e| format!("spec: {e}"))?,
+    };
+    let arn = spec
+        .arn
+        .filter(|a| !a.trim().is_empty())
+        .ok_or_else(|| "spec.arn is missing or empty".to_string())?;
+    let username = spec.username.unwrap_or_default();
+    let groups = spec.groups.unwrap_or_default();
+    Entry::new(&arn, &username, &groups, origin(name))
+}
+
+/// What `status.canonicalARN` should say for `spec.arn`: the canonical ARN, or the pattern
+/// lower-cased.
+pub fn canonical_arn_for_status(arn: &str) -> Option<String> {
+    let arn = arn.trim();
+    if Glob::is_pattern(arn) {
+        Some(arn.to_lowercase())
+    } else {
+        canonicalize(arn).ok().map(|c| c.key().to_string())
+    }
+}
+
+/// The CRD as YAML (what `ram-authenticator crd` prints and `crds/ramidentitymapping.yaml` holds).
 pub fn crd_yaml() -> anyhow::Result<String> {
-    anyhow::bail!("crd: not built yet")
+    let yaml = serde_yaml::to_string(&RAMIdentityMapping::crd())?;
+    Ok(format!(
+        "# Generated by `ram-authenticator crd`; regenerate with\n\
+         # `cargo run -- crd > crds/ramidentitymapping.yaml`.\n---\n{yaml}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arn::canonicalize as canon;
+
+    fn object(name: &str, spec: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "ramauthenticator.k8s.alibabacloud/v1alpha1",
+            "kind": "RAMIdentityMapping",
+            "metadata": {"name": name, "resourceVersion": "1"},
+            "spec": spec,
+        }))
+        .expect("object")
+    }
+
+    #[test]
+    fn crd_has_the_public_names() {
+        let crd = RAMIdentityMapping::crd();
+        assert_eq!(
+            crd.metadata.name.as_deref(),
+            Some("ramidentitymappings.ramauthenticator.k8s.alibabacloud")
+        );
+        assert_eq!(crd.spec.scope, "Cluster");
+        assert_eq!(crd.spec.names.kind, KIND);
+        assert_eq!(crd.spec.names.plural, PLURAL);
+        assert_eq!(crd.spec.group, GROUP);
+        assert_eq!(crd.spec.versions[0].name, VERSION);
+        let yaml = crd_yaml().expect("yaml");
+        assert!(yaml.contains("canonicalARN"), "{yaml}");
+        assert!(yaml.contains("userID"), "{yaml}");
+        assert!(yaml.contains("jsonPath: .spec.arn"), "{yaml}");
+    }
+
+    #[test]
+    fn checked_in_crd_matches_the_type() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/ramidentitymapping.yaml");
+        let checked_in = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            checked_in == crd_yaml().expect("yaml"),
+            "{path} differs from the RAMIdentityMapping type; regenerate it with \
+             `cargo run -- crd > crds/ramidentitymapping.yaml`"
+        );
+    }
+
+    #[test]
+    fn status_field_names_are_exact() {
+        let s = RAMIdentityMappingStatus {
+            canonical_arn: "acs:ram::1:role/a".into(),
+            user_id: "300".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&s).expect("json"),
+            serde_json::json!({"canonicalARN": "acs:ram::1:role/a", "userID": "300"})
+        );
+    }
+
+    #[test]
+    fn old_objects_are_read_loosely() {
+        let e = entry_from_object(&object(
+            "legacy",
+            serde_json::json!({"arn": "acs:ram::1:user/Bob", "username": "bob", "extra": 1}),
+        ))
+        .expect("entry");
+        assert_eq!(e.origin, "RAMIdentityMapping/legacy");
+        assert!(e.groups.is_empty());
+        assert!(!e.is_pattern());
+        let e = entry_from_object(&object(
+            "glob",
+            serde_json::json!({"arn": "acs:ram::1:role/dev-*", "username": "dev", "groups": ["g"]}),
+        ))
+        .expect("entry");
+        assert!(e.is_pattern());
+        assert_eq!(e.groups.len(), 1);
+    }
+
+    #[test]
+    fn malformed_objects_say_why() {
+        let cases = [
+            (serde_json::json!({"username": "x"}), "spec.arn"),
+            (serde_json::json!({"arn": "", "username": "x"}), "spec.arn"),
+            (
+                serde_json::json!({"arn": "acs:ram::1:role/a", "username": ""}),
+                "username",
+            ),
+            (
+                serde_json::json!({"arn": "acs:ram::1:role/a", "username": "{{Nope}}"}),
+                "username",
+            ),
+            (serde_json::json!({"arn": 5, "username": "x"}), "spec"),
+            (
+                serde_json::json!({"arn": "acs:ram::1:role/a", "username": "x", "groups": "g"}),
+                "spec",
+            ),
+            (
+                serde_json::json!({"arn": "not-an-arn", "username": "x"}),
+                "",
+            ),
+            (serde_json::Value::Null, "no spec"),
+        ];
+        for (spec, needle) in cases {
+            let err = entry_from_object(&object("bad", spec.clone()))
+                .expect_err(&format!("{spec} should be refused"));
+            assert!(err.contains(needle), "{spec}: {err}");
+        }
+    }
+
+    #[test]
+    fn status_canonical_arn() {
+        assert_eq!(
+            canonical_arn_for_status("acs:ram::1:assumed-role/Admin/s").as_deref(),
+            Some(canon("acs:ram::1:role/admin").expect("arn").key())
+        );
+        assert_eq!(
+            canonical_arn_for_status("acs:ram::1:role/Dev-*").as_deref(),
+            Some("acs:ram::1:role/dev-*")
+        );
+        assert_eq!(canonical_arn_for_status("nope"), None);
+    }
 }
