@@ -21,7 +21,10 @@ fn denied_with(v: &Value, needle: &str) {
     assert_eq!(v["kind"], "TokenReview", "{v}");
     assert_eq!(v["status"]["authenticated"], false, "{v}");
     let err = v["status"]["error"].as_str().unwrap_or_default();
-    assert!(err.contains(needle), "error {err:?} should mention {needle:?}");
+    assert!(
+        err.contains(needle),
+        "error {err:?} should mention {needle:?}"
+    );
 }
 
 #[tokio::test]
@@ -30,7 +33,11 @@ async fn allows_v2_and_v1_tokens_with_both_review_versions() {
     let client = server.client();
 
     let v = server
-        .review(&client, "authentication.k8s.io/v1", &v2_token("LTAI5tAlice", "AliceSecret", None, CLUSTER))
+        .review(
+            &client,
+            "authentication.k8s.io/v1",
+            &v2_token("LTAI5tAlice", "AliceSecret", None, CLUSTER),
+        )
         .await;
     assert_eq!(v["apiVersion"], "authentication.k8s.io/v1");
     assert_eq!(v["kind"], "TokenReview");
@@ -39,14 +46,24 @@ async fn allows_v2_and_v1_tokens_with_both_review_versions() {
     assert_eq!(user["username"], "alice");
     assert_eq!(user["uid"], "ack-ram-authenticator:1234567890123456:2001");
     assert_eq!(user["groups"], json!(["developers"]));
-    assert_eq!(user["extra"]["arn"], json!(["acs:ram::1234567890123456:user/alice"]));
-    assert_eq!(user["extra"]["canonicalArn"], json!(["acs:ram::1234567890123456:user/alice"]));
+    assert_eq!(
+        user["extra"]["arn"],
+        json!(["acs:ram::1234567890123456:user/alice"])
+    );
+    assert_eq!(
+        user["extra"]["canonicalArn"],
+        json!(["acs:ram::1234567890123456:user/alice"])
+    );
     assert_eq!(user["extra"]["sessionName"], json!([""]));
     assert_eq!(user["extra"]["accessKeyId"], json!(["LTAI5tAlice"]));
     assert_eq!(user["extra"]["principalId"], json!(["2001"]));
 
     let v = server
-        .review(&client, "authentication.k8s.io/v1beta1", &v1_token("LTAI5tAlice", "AliceSecret", None, CLUSTER))
+        .review(
+            &client,
+            "authentication.k8s.io/v1beta1",
+            &v1_token("LTAI5tAlice", "AliceSecret", None, CLUSTER),
+        )
         .await;
     assert_eq!(v["apiVersion"], "authentication.k8s.io/v1beta1");
     assert_eq!(v["status"]["authenticated"], true, "{v}");
@@ -62,19 +79,31 @@ async fn assumed_role_templates_and_security_tokens() {
         v2_token("STS.Bob", "BobSecret", Some("BobSecurityToken"), CLUSTER),
         v1_token("STS.Bob", "BobSecret", Some("BobSecurityToken"), CLUSTER),
     ] {
-        let v = server.review(&client, "authentication.k8s.io/v1", &token).await;
+        let v = server
+            .review(&client, "authentication.k8s.io/v1", &token)
+            .await;
         assert_eq!(v["status"]["authenticated"], true, "{v}");
         let user = &v["status"]["user"];
         assert_eq!(user["username"], "admin:1234567890123456:bob-example.com");
         assert_eq!(user["groups"], json!(["admins", "session:bob@example.com"]));
         assert_eq!(user["uid"], "ack-ram-authenticator:1234567890123456:3001");
-        assert_eq!(user["extra"]["arn"], json!(["acs:ram::1234567890123456:assumed-role/KubeAdmin/bob@example.com"]));
-        assert_eq!(user["extra"]["canonicalArn"], json!(["acs:ram::1234567890123456:role/KubeAdmin"]));
+        assert_eq!(
+            user["extra"]["arn"],
+            json!(["acs:ram::1234567890123456:assumed-role/KubeAdmin/bob@example.com"])
+        );
+        assert_eq!(
+            user["extra"]["canonicalArn"],
+            json!(["acs:ram::1234567890123456:role/KubeAdmin"])
+        );
         assert_eq!(user["extra"]["sessionName"], json!(["bob@example.com"]));
     }
     // A wrong security token is STS's to refuse.
     let v = server
-        .review(&client, "authentication.k8s.io/v1", &v2_token("STS.Bob", "BobSecret", Some("Other"), CLUSTER))
+        .review(
+            &client,
+            "authentication.k8s.io/v1",
+            &v2_token("STS.Bob", "BobSecret", Some("Other"), CLUSTER),
+        )
         .await;
     denied_with(&v, "InvalidSecurityToken");
 }
@@ -84,23 +113,42 @@ async fn map_accounts_unmapped_and_sts_errors() {
     let (_dir, _emu, server) = setup();
     let client = server.client();
     let v = server
-        .review(&client, "authentication.k8s.io/v1", &v2_token("LTAI5tCarol", "CarolSecret", None, CLUSTER))
+        .review(
+            &client,
+            "authentication.k8s.io/v1",
+            &v2_token("LTAI5tCarol", "CarolSecret", None, CLUSTER),
+        )
         .await;
     assert_eq!(v["status"]["authenticated"], true, "{v}");
-    assert_eq!(v["status"]["user"]["username"], "acs:ram::2222222222222222:user/carol");
+    assert_eq!(
+        v["status"]["user"]["username"],
+        "acs:ram::2222222222222222:user/carol"
+    );
     assert_eq!(v["status"]["user"]["groups"], json!([]));
 
     let v = server
-        .review(&client, "authentication.k8s.io/v1", &v2_token("LTAI5tDave", "DaveSecret", None, CLUSTER))
+        .review(
+            &client,
+            "authentication.k8s.io/v1",
+            &v2_token("LTAI5tDave", "DaveSecret", None, CLUSTER),
+        )
         .await;
     denied_with(&v, "not mapped");
 
     let v = server
-        .review(&client, "authentication.k8s.io/v1", &v2_token("LTAI5tAlice", "WrongSecret", None, CLUSTER))
+        .review(
+            &client,
+            "authentication.k8s.io/v1",
+            &v2_token("LTAI5tAlice", "WrongSecret", None, CLUSTER),
+        )
         .await;
     denied_with(&v, "SignatureDoesNotMatch");
     let v = server
-        .review(&client, "authentication.k8s.io/v1", &v2_token("LTAI5tNobody", "x", None, CLUSTER))
+        .review(
+            &client,
+            "authentication.k8s.io/v1",
+            &v2_token("LTAI5tNobody", "x", None, CLUSTER),
+        )
         .await;
     denied_with(&v, "InvalidAccessKeyId.NotFound");
 }
@@ -115,7 +163,9 @@ async fn local_rejections_never_reach_sts() {
         access_key_secret: "AliceSecret",
         security_token: None,
         cluster_id: CLUSTER,
-        date: &ram_authenticator::types::format_utc(chrono::Utc::now() - chrono::TimeDelta::minutes(16)),
+        date: &ram_authenticator::types::format_utc(
+            chrono::Utc::now() - chrono::TimeDelta::minutes(16),
+        ),
         extra_query: &[],
         user_agent: "t",
     });
@@ -124,7 +174,9 @@ async fn local_rejections_never_reach_sts() {
         access_key_secret: "AliceSecret",
         security_token: None,
         cluster_id: CLUSTER,
-        date: &ram_authenticator::types::format_utc(chrono::Utc::now() + chrono::TimeDelta::minutes(16)),
+        date: &ram_authenticator::types::format_utc(
+            chrono::Utc::now() + chrono::TimeDelta::minutes(16),
+        ),
         extra_query: &[],
         user_agent: "t",
     });
@@ -146,42 +198,119 @@ async fn local_rejections_never_reach_sts() {
         })
     };
     let cases: Vec<(&str, String, &str)> = vec![
-        ("wrong prefix", format!("Bearer{}", &good[10..]), "does not start with"),
+        (
+            "wrong prefix",
+            format!("Bearer{}", &good[10..]),
+            "does not start with",
+        ),
         ("bad base64", "k8s-ack-v2.!!!notbase64".into(), "base64"),
         ("bad json", pack("k8s-ack-v2.", b"{not json"), "JSON"),
-        ("too long", format!("k8s-ack-v2.{}", "A".repeat(5000)), "4096"),
-        ("other cluster", v2_token("LTAI5tAlice", "AliceSecret", None, "c-other"), "not this cluster"),
-        ("no cluster", edit_v2(&good, |v| { v["query"] = json!({}); }), "cluster ID"),
-        ("wrong action", edit_v2(&good, |v| { v["headers"]["x-acs-action"] = json!("AssumeRole"); }), "GetCallerIdentity"),
+        (
+            "too long",
+            format!("k8s-ack-v2.{}", "A".repeat(5000)),
+            "4096",
+        ),
+        (
+            "other cluster",
+            v2_token("LTAI5tAlice", "AliceSecret", None, "c-other"),
+            "not this cluster",
+        ),
+        (
+            "no cluster",
+            edit_v2(&good, |v| {
+                v["query"] = json!({});
+            }),
+            "cluster ID",
+        ),
+        (
+            "wrong action",
+            edit_v2(&good, |v| {
+                v["headers"]["x-acs-action"] = json!("AssumeRole");
+            }),
+            "GetCallerIdentity",
+        ),
         ("expired", old, "expired"),
         ("future", future, "future"),
         ("no authorization", header("Authorization"), "Authorization"),
         ("no date", header("x-acs-date"), "x-acs-date"),
-        ("bad algorithm", edit_v2(&good, |v| {
-            let a = v["headers"]["Authorization"].as_str().expect("auth").replace("ACS3-HMAC-SHA256", "ACS3-HMAC-SM3");
-            v["headers"]["Authorization"] = json!(a);
-        }), "algorithm"),
-        ("disallowed signed header", edit_v2(&good, |v| {
-            let a = v["headers"]["Authorization"].as_str().expect("auth").replace("SignedHeaders=", "SignedHeaders=user-agent;");
-            v["headers"]["Authorization"] = json!(a);
-        }), "user-agent"),
-        ("duplicate query key by case", edit_v2(&good, |v| { v["query"]["ackclusterid"] = json!(CLUSTER); }), "duplicate"),
-        ("duplicate header by case", edit_v2(&good, |v| { v["headers"]["X-Acs-Date"] = json!("2020-01-01T00:00:00Z"); }), "duplicate"),
-        ("v1 no signature", v1_edit("&Signature=", "&Nothing="), "Signature"),
-        ("v1 wrong method", v1_edit("SignatureMethod=HMAC-SHA1", "SignatureMethod=HMAC-SHA256"), "algorithm"),
-        ("v1 other cluster", v1_edit(&format!("ClusterId={CLUSTER}"), "ClusterId=c-other"), "not this cluster"),
-        ("v1 duplicate by case", v1_edit("&Format=JSON", "&Format=JSON&format=XML"), "duplicate"),
-        ("v1 wrong action", v1_edit("Action=GetCallerIdentity", "Action=AssumeRole"), "GetCallerIdentity"),
+        (
+            "bad algorithm",
+            edit_v2(&good, |v| {
+                let a = v["headers"]["Authorization"]
+                    .as_str()
+                    .expect("auth")
+                    .replace("ACS3-HMAC-SHA256", "ACS3-HMAC-SM3");
+                v["headers"]["Authorization"] = json!(a);
+            }),
+            "algorithm",
+        ),
+        (
+            "disallowed signed header",
+            edit_v2(&good, |v| {
+                let a = v["headers"]["Authorization"]
+                    .as_str()
+                    .expect("auth")
+                    .replace("SignedHeaders=", "SignedHeaders=user-agent;");
+                v["headers"]["Authorization"] = json!(a);
+            }),
+            "user-agent",
+        ),
+        (
+            "duplicate query key by case",
+            edit_v2(&good, |v| {
+                v["query"]["ackclusterid"] = json!(CLUSTER);
+            }),
+            "duplicate",
+        ),
+        (
+            "duplicate header by case",
+            edit_v2(&good, |v| {
+                v["headers"]["X-Acs-Date"] = json!("2020-01-01T00:00:00Z");
+            }),
+            "duplicate",
+        ),
+        (
+            "v1 no signature",
+            v1_edit("&Signature=", "&Nothing="),
+            "Signature",
+        ),
+        (
+            "v1 wrong method",
+            v1_edit("SignatureMethod=HMAC-SHA1", "SignatureMethod=HMAC-SHA256"),
+            "algorithm",
+        ),
+        (
+            "v1 other cluster",
+            v1_edit(&format!("ClusterId={CLUSTER}"), "ClusterId=c-other"),
+            "not this cluster",
+        ),
+        (
+            "v1 duplicate by case",
+            v1_edit("&Format=JSON", "&Format=JSON&format=XML"),
+            "duplicate",
+        ),
+        (
+            "v1 wrong action",
+            v1_edit("Action=GetCallerIdentity", "Action=AssumeRole"),
+            "GetCallerIdentity",
+        ),
     ];
     for (name, token, needle) in &cases {
-        let v = server.review(&client, "authentication.k8s.io/v1", token).await;
+        let v = server
+            .review(&client, "authentication.k8s.io/v1", token)
+            .await;
         assert_eq!(v["status"]["authenticated"], false, "{name}: {v}");
         let err = v["status"]["error"].as_str().unwrap_or_default();
-        assert!(err.contains(needle), "{name}: error {err:?} should mention {needle:?}");
+        assert!(
+            err.contains(needle),
+            "{name}: error {err:?} should mention {needle:?}"
+        );
     }
     assert_eq!(emu.requests(), 0, "no local rejection may reach STS");
     // And the untouched token does.
-    let v = server.review(&client, "authentication.k8s.io/v1", &good).await;
+    let v = server
+        .review(&client, "authentication.k8s.io/v1", &good)
+        .await;
     assert_eq!(v["status"]["authenticated"], true, "{v}");
     assert_eq!(emu.requests(), 1);
 }
@@ -199,7 +328,9 @@ async fn extra_query_parameters_are_forwarded_signed() {
         extra_query: &[("foo".into(), "bar baz/*".into())],
         user_agent: "t",
     });
-    let v = server.review(&client, "authentication.k8s.io/v1", &token).await;
+    let v = server
+        .review(&client, "authentication.k8s.io/v1", &token)
+        .await;
     assert_eq!(v["status"]["authenticated"], true, "{v}");
 }
 
@@ -207,7 +338,12 @@ async fn extra_query_parameters_are_forwarded_signed() {
 async fn bad_requests_get_4xx() {
     let (_dir, _emu, server) = setup();
     let client = server.client();
-    let r = client.post(&server.url).body("not json").send().await.expect("send");
+    let r = client
+        .post(&server.url)
+        .body("not json")
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status(), 400);
     let r = client
         .post(&server.url)
@@ -219,7 +355,12 @@ async fn bad_requests_get_4xx() {
     assert!(r.text().await.expect("text").contains("not a TokenReview"));
     let r = client.get(&server.url).send().await.expect("send");
     assert_eq!(r.status(), 405);
-    let r = client.post(&server.url).body(vec![b'x'; 200_000]).send().await.expect("send");
+    let r = client
+        .post(&server.url)
+        .body(vec![b'x'; 200_000])
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status(), 413);
 }
 
@@ -228,14 +369,42 @@ async fn audiences_are_intersected() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().expect("tempdir");
     let emu = Emulator::start(dir.path(), &[]);
-    let server = Server::start(dir.path(), &emu.url, &["--audience", "https://kubernetes.default.svc", "--audience", "other"]);
+    let server = Server::start(
+        dir.path(),
+        &emu.url,
+        &[
+            "--audience",
+            "https://kubernetes.default.svc",
+            "--audience",
+            "other",
+        ],
+    );
     let client = server.client();
     let token = v2_token("LTAI5tAlice", "AliceSecret", None, CLUSTER);
     let review = |auds: Value| json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token, "audiences": auds}});
-    let v: Value = client.post(&server.url).json(&review(json!(["https://kubernetes.default.svc", "x"]))).send().await.expect("send").json().await.expect("json");
+    let v: Value = client
+        .post(&server.url)
+        .json(&review(json!(["https://kubernetes.default.svc", "x"])))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(v["status"]["authenticated"], true, "{v}");
-    assert_eq!(v["status"]["audiences"], json!(["https://kubernetes.default.svc"]));
-    let v: Value = client.post(&server.url).json(&review(json!(["x"]))).send().await.expect("send").json().await.expect("json");
+    assert_eq!(
+        v["status"]["audiences"],
+        json!(["https://kubernetes.default.svc"])
+    );
+    let v: Value = client
+        .post(&server.url)
+        .json(&review(json!(["x"])))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
     denied_with(&v, "audiences");
 }
 
@@ -244,22 +413,53 @@ async fn health_ready_and_metrics_on_both_listeners() {
     let (_dir, _emu, server) = setup();
     let client = server.client();
     let base = server.url.trim_end_matches("/authenticate").to_string();
-    for url in [format!("{base}/healthz"), format!("{}/healthz", server.health)] {
+    for url in [
+        format!("{base}/healthz"),
+        format!("{}/healthz", server.health),
+    ] {
         let r = client.get(&url).send().await.expect("healthz");
         assert_eq!(r.status(), 200, "{url}");
     }
-    for url in [format!("{base}/readyz"), format!("{}/readyz", server.health)] {
+    for url in [
+        format!("{base}/readyz"),
+        format!("{}/readyz", server.health),
+    ] {
         let r = client.get(&url).send().await.expect("readyz");
         assert_eq!(r.status(), 200, "{url}");
     }
     server
-        .review(&client, "authentication.k8s.io/v1", &v2_token("LTAI5tAlice", "AliceSecret", None, CLUSTER))
+        .review(
+            &client,
+            "authentication.k8s.io/v1",
+            &v2_token("LTAI5tAlice", "AliceSecret", None, CLUSTER),
+        )
         .await;
-    let text = client.get(format!("{}/metrics", server.health)).send().await.expect("metrics").text().await.expect("text");
-    assert!(text.contains("ack_ram_authenticator_authenticate_latency_seconds_count{result=\"success\"} 1"), "{text}");
-    assert!(text.contains("ack_ram_authenticator_sts_responses_total{ResponseCode=\"200\"} 1"), "{text}");
-    assert!(text.contains("ack_ram_authenticator_serving_certificate_expiry_timestamp_seconds"), "{text}");
-    assert!(text.contains("ack_ram_authenticator_mapping_entries{source=\"MountedFile\"} 4"), "{text}");
+    let text = client
+        .get(format!("{}/metrics", server.health))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        text.contains(
+            "ack_ram_authenticator_authenticate_latency_seconds_count{result=\"success\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("ack_ram_authenticator_sts_responses_total{ResponseCode=\"200\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ack_ram_authenticator_serving_certificate_expiry_timestamp_seconds"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ack_ram_authenticator_mapping_entries{source=\"MountedFile\"} 4"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -267,23 +467,45 @@ async fn secrets_never_reach_the_logs() {
     let (_dir, _emu, server) = setup();
     let client = server.client();
     let token = v2_token("STS.Bob", "BobSecret", Some("BobSecurityToken"), CLUSTER);
-    server.review(&client, "authentication.k8s.io/v1", &token).await;
+    server
+        .review(&client, "authentication.k8s.io/v1", &token)
+        .await;
     let bad = v2_token("STS.Bob", "WrongSecret", Some("BobSecurityToken"), CLUSTER);
-    server.review(&client, "authentication.k8s.io/v1", &bad).await;
+    server
+        .review(&client, "authentication.k8s.io/v1", &bad)
+        .await;
     // Scrubbed accounts: no ARN or UID of theirs in the logs.
     let v = server
-        .review(&client, "authentication.k8s.io/v1", &v2_token("LTAI5tErin", "ErinSecret", None, CLUSTER))
+        .review(
+            &client,
+            "authentication.k8s.io/v1",
+            &v2_token("LTAI5tErin", "ErinSecret", None, CLUSTER),
+        )
         .await;
     assert_eq!(v["status"]["authenticated"], true, "{v}");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let logs = server.proc.stderr();
-    assert!(logs.contains("STS.Bob"), "the AccessKeyId is logged: {logs}");
+    assert!(
+        logs.contains("STS.Bob"),
+        "the AccessKeyId is logged: {logs}"
+    );
     assert!(logs.contains("token_hash"), "{logs}");
-    for secret in ["BobSecurityToken", "BobSecret", &token[11..60], &bad[11..60], "4444444444444444"] {
+    for secret in [
+        "BobSecurityToken",
+        "BobSecret",
+        &token[11..60],
+        &bad[11..60],
+        "4444444444444444",
+    ] {
         assert!(!logs.contains(secret), "logs leak {secret:?}");
     }
     use base64::Engine as _;
-    let decoded: Value = serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(&token[11..]).expect("b64")).expect("json");
+    let decoded: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(&token[11..])
+            .expect("b64"),
+    )
+    .expect("json");
     let auth = decoded["headers"]["Authorization"].as_str().expect("auth");
     let signature = auth.rsplit("Signature=").next().expect("sig");
     assert!(!logs.contains(signature), "logs leak the signature");
@@ -307,9 +529,14 @@ async fn init_kubeconfig_works_for_a_client_trusting_only_its_ca() {
         .arg(&kubeconfig)
         .output()
         .expect("init");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     use std::os::unix::fs::PermissionsExt as _;
-    let mode = |p: std::path::PathBuf| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+    let mode =
+        |p: std::path::PathBuf| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
     assert_eq!(mode(state.join("key.pem")), 0o600);
     assert_eq!(mode(state.join("cert.pem")), 0o644);
     let (_, url) = read_kubeconfig(&kubeconfig);
@@ -322,7 +549,10 @@ async fn init_kubeconfig_works_for_a_client_trusting_only_its_ca() {
         &["--kubeconfig-pregenerated", "--port", &port.to_string()],
     );
     assert_eq!(server.url, format!("https://127.0.0.1:{port}/authenticate"));
-    assert!(!server.kubeconfig.exists(), "a pre-generated kubeconfig is not rewritten");
+    assert!(
+        !server.kubeconfig.exists(),
+        "a pre-generated kubeconfig is not rewritten"
+    );
     let (ca, url) = read_kubeconfig(&kubeconfig);
     let client = reqwest::Client::builder()
         .tls_certs_only(reqwest::Certificate::from_pem_bundle(&ca).expect("ca"))
@@ -331,7 +561,15 @@ async fn init_kubeconfig_works_for_a_client_trusting_only_its_ca() {
         .expect("client");
     let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
         "spec": {"token": v2_token("LTAI5tAlice", "AliceSecret", None, CLUSTER)}});
-    let v: Value = client.post(&url).json(&body).send().await.expect("send").json().await.expect("json");
+    let v: Value = client
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(v["status"]["user"]["username"], "alice", "{v}");
 }
 
@@ -346,7 +584,9 @@ async fn check_config_reports_errors_with_the_key() {
         .output()
         .expect("run");
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("acs:ram::1234567890123456:role/KubeAdmin"));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("acs:ram::1234567890123456:role/KubeAdmin")
+    );
     let bad = dir.path().join("bad.yaml");
     std::fs::write(&bad, "server:\n  mapRoles:\n    - roleARN: acs:ram::1:role/a\n      username: a\n      grups: [x]\n").expect("write");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ram-authenticator"))
@@ -356,7 +596,10 @@ async fn check_config_reports_errors_with_the_key() {
         .expect("run");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("grups") && err.contains("server.maproles[0]"), "{err}");
+    assert!(
+        err.contains("grups") && err.contains("server.maproles[0]"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -364,7 +607,9 @@ async fn config_file_edits_apply_without_restart() {
     let (_dir, _emu, server) = setup();
     let client = server.client();
     let token = v2_token("LTAI5tDave", "DaveSecret", None, CLUSTER);
-    let v = server.review(&client, "authentication.k8s.io/v1", &token).await;
+    let v = server
+        .review(&client, "authentication.k8s.io/v1", &token)
+        .await;
     denied_with(&v, "not mapped");
     let edited = CONFIG_YAML.replace(
         "  mapUsers:\n",
@@ -374,7 +619,9 @@ async fn config_file_edits_apply_without_restart() {
     let started = Instant::now();
     let mut mapped = false;
     while started.elapsed() < Duration::from_secs(5) {
-        let v = server.review(&client, "authentication.k8s.io/v1", &token).await;
+        let v = server
+            .review(&client, "authentication.k8s.io/v1", &token)
+            .await;
         if v["status"]["authenticated"] == true {
             assert_eq!(v["status"]["user"]["username"], "dave");
             mapped = true;
@@ -386,7 +633,12 @@ async fn config_file_edits_apply_without_restart() {
     // A broken edit keeps the previous mappings.
     std::fs::write(&server.config, "server:\n  mapUsers: [oops\n").expect("edit");
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let v = server.review(&client, "authentication.k8s.io/v1", &token).await;
+    let v = server
+        .review(&client, "authentication.k8s.io/v1", &token)
+        .await;
     assert_eq!(v["status"]["user"]["username"], "dave", "{v}");
-    assert!(server.proc.stderr().contains("keeping the previous mappings"));
+    assert!(server
+        .proc
+        .stderr()
+        .contains("keeping the previous mappings"));
 }

@@ -48,18 +48,25 @@ async fn ack_ram_tool_tokens_verify_and_map_with_the_clock_pinned() {
     std::fs::write(&keys, VECTOR_KEYS).expect("keys");
     let now = "2026-11-23T09:36:00Z";
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sts-emulator"));
-    cmd.args(["--listen", "127.0.0.1:0", "--now", now, "--keys"]).arg(&keys);
+    cmd.args(["--listen", "127.0.0.1:0", "--now", now, "--keys"])
+        .arg(&keys);
     let emu = common::Emulator::start_command(dir.path(), cmd);
 
     let vectors: Value = serde_json::from_str(
-        &std::fs::read_to_string(format!("{}/tests/vectors/acs3-v2-tokens.json", env!("CARGO_MANIFEST_DIR")))
-            .expect("vectors"),
+        &std::fs::read_to_string(format!(
+            "{}/tests/vectors/acs3-v2-tokens.json",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .expect("vectors"),
     )
     .expect("json");
     let config = FileConfig::parse(VECTOR_CONFIG).expect("config");
-    let chain = Chain::new(vec![Arc::new(FileSource::from_config(&config).expect("source"))]);
+    let chain = Chain::new(vec![Arc::new(
+        FileSource::from_config(&config).expect("source"),
+    )]);
     let metrics = Arc::new(Metrics::new());
-    let sts = StsClient::new(StsSettings::new(emu.url.clone()), Some(metrics.clone())).expect("sts");
+    let sts =
+        StsClient::new(StsSettings::new(emu.url.clone()), Some(metrics.clone())).expect("sts");
     let pinned = parse_utc(now).expect("now");
     let auth = Authenticator::new(
         "c1234567890abcdef".into(),
@@ -72,17 +79,38 @@ async fn ack_ram_tool_tokens_verify_and_map_with_the_clock_pinned() {
     );
 
     let expected = [
-        ("vector-user", vec!["vector-users"], "acs:ram::1234567890123456:user/vector-user"),
-        ("role:vector-example.com", vec!["1234567890123456-admins"], "acs:ram::1234567890123456:role/VectorRole"),
+        (
+            "vector-user",
+            vec!["vector-users"],
+            "acs:ram::1234567890123456:user/vector-user",
+        ),
+        (
+            "role:vector-example.com",
+            vec!["1234567890123456-admins"],
+            "acs:ram::1234567890123456:role/VectorRole",
+        ),
     ];
-    for (v, (username, groups, canonical)) in vectors["vectors"].as_array().expect("vectors").iter().zip(expected) {
+    for (v, (username, groups, canonical)) in vectors["vectors"]
+        .as_array()
+        .expect("vectors")
+        .iter()
+        .zip(expected)
+    {
         let token = v["token"].as_str().expect("token");
         let outcome = auth.authenticate(token).await;
-        let user = outcome.decision.unwrap_or_else(|e| panic!("{}: {e}", v["id"]));
+        let user = outcome
+            .decision
+            .unwrap_or_else(|e| panic!("{}: {e}", v["id"]));
         assert_eq!(user.username, username);
         assert_eq!(user.groups, groups);
         assert_eq!(user.extra["canonicalArn"], vec![canonical.to_string()]);
-        assert_eq!(user.extra["accessKeyId"], vec![v["inputs"]["access_key_id"].as_str().expect("akid").to_string()]);
+        assert_eq!(
+            user.extra["accessKeyId"],
+            vec![v["inputs"]["access_key_id"]
+                .as_str()
+                .expect("akid")
+                .to_string()]
+        );
     }
     assert_eq!(emu.requests(), 2);
 
@@ -98,7 +126,11 @@ async fn ack_ram_tool_tokens_verify_and_map_with_the_clock_pinned() {
     );
     for v in vectors["vectors"].as_array().expect("vectors") {
         let outcome = late.authenticate(v["token"].as_str().expect("token")).await;
-        assert!(matches!(outcome.decision, Err(Denial::Token(_))), "{:?}", outcome.decision);
+        assert!(
+            matches!(outcome.decision, Err(Denial::Token(_))),
+            "{:?}",
+            outcome.decision
+        );
     }
     assert_eq!(emu.requests(), 2);
 }

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-
 use base64::Engine as _;
 use ram_authenticator::token::{v1, v2};
 use ram_authenticator::types::format_utc;
@@ -73,7 +72,9 @@ impl Proc {
     }
     /// Sends a signal (by number) to the process.
     pub fn signal(&self, sig: &str) {
-        let _ = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status();
     }
 }
 
@@ -88,6 +89,7 @@ fn spawn_reading(mut cmd: Command, dir: &Path, name: &str, wanted: &[&str]) -> (
         .expect("spawn");
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
+    let expected = wanted.len();
     let wanted: Vec<String> = wanted.iter().map(|s| s.to_string()).collect();
     std::thread::spawn(move || {
         let mut reader = BufReader::new(stdout);
@@ -111,7 +113,12 @@ fn spawn_reading(mut cmd: Command, dir: &Path, name: &str, wanted: &[&str]) -> (
     });
     let found = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
     let proc = Proc { child, stderr_path };
-    assert_eq!(found.len(), wanted.len(), "{name} did not start: {}", proc.stderr());
+    assert_eq!(
+        found.len(),
+        expected,
+        "{name} did not start: {}",
+        proc.stderr()
+    );
     (proc, found)
 }
 
@@ -126,7 +133,9 @@ impl Emulator {
         let keys = dir.join("emulator-keys.yaml");
         std::fs::write(&keys, KEYS_YAML).expect("keys");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sts-emulator"));
-        cmd.args(["--listen", "127.0.0.1:0", "--keys"]).arg(&keys).args(extra);
+        cmd.args(["--listen", "127.0.0.1:0", "--keys"])
+            .arg(&keys)
+            .args(extra);
         Self::start_command(dir, cmd)
     }
 
@@ -157,17 +166,31 @@ impl Emulator {
 }
 
 fn blocking_json(method: &str, url: &str, body: Option<Value>) -> Value {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
-    rt.block_on(async {
-        let client = reqwest::Client::new();
-        let mut req = client.request(method.parse().expect("method"), url);
-        if let Some(b) = body {
-            req = req.header("content-type", "application/json").body(b.to_string());
-        }
-        let resp = req.send().await.expect("emulator admin");
-        let text = resp.text().await.expect("body");
-        serde_json::from_str(&text).unwrap_or(Value::Null)
+    // Runs on its own thread so that it can be called from async tests too.
+    let (method, url) = (method.to_string(), url.to_string());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        rt.block_on(async {
+            let client = reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("client");
+            let mut req = client.request(method.parse().expect("method"), &url);
+            if let Some(b) = body {
+                req = req
+                    .header("content-type", "application/json")
+                    .body(b.to_string());
+            }
+            let resp = req.send().await.expect("emulator admin");
+            let text = resp.text().await.expect("body");
+            serde_json::from_str(&text).unwrap_or(Value::Null)
+        })
     })
+    .join()
+    .expect("admin thread")
 }
 
 /// A running webhook server.
@@ -200,10 +223,13 @@ impl Server {
             .arg(&state_dir)
             .arg("--generate-kubeconfig")
             .arg(&kubeconfig)
-            .args(["--port", "0", "--health-address", "127.0.0.1:0", "--sts-endpoint", sts_url])
+            .args(["--health-address", "127.0.0.1:0", "--sts-endpoint", sts_url])
             .args(["--reload-interval-ms", "200"])
             .args(extra)
             .env("RUST_LOG", "info");
+        if !extra.contains(&"--port") {
+            cmd.args(["--port", "0"]);
+        }
         let (proc, found) = spawn_reading(cmd, dir, "server", &["serving", "health"]);
         Self {
             proc,
@@ -228,8 +254,14 @@ impl Server {
     }
 
     pub async fn review(&self, client: &reqwest::Client, api_version: &str, token: &str) -> Value {
-        let body = json!({"apiVersion": api_version, "kind": "TokenReview", "spec": {"token": token}});
-        let resp = client.post(&self.url).json(&body).send().await.expect("review");
+        let body =
+            json!({"apiVersion": api_version, "kind": "TokenReview", "spec": {"token": token}});
+        let resp = client
+            .post(&self.url)
+            .json(&body)
+            .send()
+            .await
+            .expect("review");
         assert_eq!(resp.status(), 200);
         resp.json().await.expect("json")
     }
@@ -237,10 +269,15 @@ impl Server {
 
 /// (CA PEM, server URL) from a webhook kubeconfig.
 pub fn read_kubeconfig(path: &Path) -> (Vec<u8>, String) {
-    let v: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(path).expect("kubeconfig")).expect("yaml");
+    let v: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(path).expect("kubeconfig")).expect("yaml");
     let cluster = &v["clusters"][0]["cluster"];
     let ca = base64::engine::general_purpose::STANDARD
-        .decode(cluster["certificate-authority-data"].as_str().expect("ca data"))
+        .decode(
+            cluster["certificate-authority-data"]
+                .as_str()
+                .expect("ca data"),
+        )
         .expect("base64");
     (ca, cluster["server"].as_str().expect("server").to_string())
 }
@@ -291,7 +328,10 @@ pub fn edit_v2(token: &str, edit: impl FnOnce(&mut Value)) -> String {
 
 /// Packs arbitrary bytes as a v2 or v1 token.
 pub fn pack(prefix: &str, payload: &[u8]) -> String {
-    format!("{prefix}{}", base64::engine::general_purpose::STANDARD.encode(payload))
+    format!(
+        "{prefix}{}",
+        base64::engine::general_purpose::STANDARD.encode(payload)
+    )
 }
 
 /// Waits until `f` returns true or the timeout passes.
