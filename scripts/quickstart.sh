@@ -58,13 +58,13 @@ for i in $(seq 1 100); do
 done
 echo "    webhook at $WEBHOOK (kubeconfig for kube-apiserver: $WORK/webhook.kubeconfig)"
 
-# The CA kube-apiserver trusts is the one in the webhook kubeconfig.
+# kube-apiserver reads the webhook URL and the CA to trust from the webhook kubeconfig.
 grep 'certificate-authority-data' "$WORK/webhook.kubeconfig" | awk '{print $2}' | base64 -d >"$WORK/ca.pem"
+WEBHOOK_URL=$(grep ' server: ' "$WORK/webhook.kubeconfig" | awk '{print $2}')
 
 review() { # token apiVersion
   curl -fsS --cacert "$WORK/ca.pem" -H 'Content-Type: application/json' \
-    --resolve "localhost:${WEBHOOK##*:}" \
-    -d "{\"apiVersion\":\"$2\",\"kind\":\"TokenReview\",\"spec\":{\"token\":\"$1\"}}" "$WEBHOOK"
+    -d "{\"apiVersion\":\"$2\",\"kind\":\"TokenReview\",\"spec\":{\"token\":\"$1\"}}" "$WEBHOOK_URL"
 }
 
 echo
