@@ -45,10 +45,12 @@ SEARCHED = ("crds", "examples")
 # Files that are YAML but not Kubernetes objects, with the check each one gets.
 SERVER_CONFIG = "ram-authenticator server config"
 KUBECONFIG = "kubeconfig"
+EMULATOR_KEYS = "sts-emulator keys file"
 NOT_KUBERNETES = {
     "examples/config.yaml": SERVER_CONFIG,
     "examples/deploy/config.yaml": SERVER_CONFIG,
     "examples/deploy/webhook-kubeconfig.yaml": KUBECONFIG,
+    "examples/emulator-keys.yaml": EMULATOR_KEYS,
 }
 
 # A ConfigMap whose data key must hold exactly the text of a file.
@@ -272,9 +274,21 @@ def check_kubeconfig(docs: list[Any], root: Path, rel: str) -> str:
     return KUBECONFIG
 
 
+def check_emulator_keys(docs: list[Any], root: Path, rel: str) -> str:
+    if len(docs) != 1 or not isinstance(docs[0], dict):
+        raise Failure("a keys file is one YAML mapping")
+    unknown = set(docs[0]) - {"keys", "roles"}
+    if unknown:
+        raise Failure(f"unknown top-level keys: {sorted(unknown)}")
+    if not isinstance(docs[0].get("keys"), list) or not docs[0]["keys"]:
+        raise Failure("keys: a non-empty list is needed")
+    return f"{EMULATOR_KEYS}, parsed"
+
+
 NOT_KUBERNETES_CHECKS: dict[str, Callable[[list[Any], Path, str], str]] = {
     SERVER_CONFIG: check_server_config,
     KUBECONFIG: check_kubeconfig,
+    EMULATOR_KEYS: check_emulator_keys,
 }
 
 
