@@ -4,8 +4,9 @@
 #
 #   docker build -t registry.example.com/ram-authenticator:0.1.0 .
 #
-# The build stage runs the same command as CI (`cargo build --release --locked`), limited to the
-# two binaries the image ships, with the versions pinned by Cargo.lock. The final stage is
+# The build stage builds as CI does (`cargo build --locked`: the versions pinned by Cargo.lock),
+# in release mode and limited to the two binaries the image ships:
+# `cargo build --release --locked --bin ram-authenticator --bin sts-emulator`. The final stage is
 # distroless: no shell, no package manager, glibc (the binary links it dynamically) and the CA
 # certificates; TLS is rustls with ring, so no OpenSSL is needed.
 
