@@ -40,7 +40,10 @@ impl Glob {
         let (mut p, mut t) = (0usize, 0usize);
         let mut star: Option<(usize, usize)> = None;
         while t < text.len() {
-            if p < self.pattern.len() && (self.pattern[p] == '?' || self.pattern[p] == text[t]) {
+            if p < self.pattern.len()
+                && self.pattern[p] != '*'
+                && (self.pattern[p] == '?' || self.pattern[p] == text[t])
+            {
                 p += 1;
                 t += 1;
             } else if p < self.pattern.len() && self.pattern[p] == '*' {

@@ -293,7 +293,11 @@ fn shorten(s: &str) -> String {
 }
 
 fn parse_date(value: &str) -> Result<DateTime<Utc>, TokenError> {
-    // Alibaba's signers write `YYYY-MM-DDThh:mm:ssZ`; accept exactly that shape.
+    // Alibaba's signers write `YYYY-MM-DDThh:mm:ssZ`; accept exactly that shape. A year of at
+    // most four digits also keeps `signed_at ± MAX_SKEW` from overflowing the date type.
+    if value.len() != 20 || value.as_bytes()[4] != b'-' {
+        return Err(TokenError::BadDate(shorten(value)));
+    }
     chrono::NaiveDateTime::parse_from_str(value, "%Y-%m-%dT%H:%M:%SZ")
         .map(|d| d.and_utc())
         .map_err(|_| TokenError::BadDate(shorten(value)))
