@@ -1,0 +1,356 @@
+//! The thin HTTP layer: one listener (plain HTTP or HTTPS), STS requests at `/`, the admin API
+//! under `/_emulator/`, graceful shutdown.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::{Json, Router};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use super::admin::{Decision, FaultSpec, Faults, Stats, SUCCESS_CODE};
+use super::engine::{new_request_id, render, Emulator, Request, RequestInfo};
+use super::errors::StsErrorCode;
+
+/// The largest request body accepted.
+pub const MAX_BODY: usize = 64 * 1024;
+/// How long a client may take to send its request headers, or to finish the TLS handshake.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long in-flight requests may take to finish after a shutdown signal.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Everything a request needs.
+#[derive(Debug)]
+pub struct AppState {
+    pub engine: Emulator,
+    pub faults: Faults,
+    pub stats: Stats,
+}
+
+/// The routes: admin under `/_emulator/`, everything else is an STS request.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/_emulator/faults", get(get_faults).post(set_faults))
+        .route("/_emulator/stats", get(get_stats))
+        .route("/_emulator/reset", post(reset))
+        .route("/_emulator/health", get(|| async { "ok\n" }))
+        .route("/_emulator", any(admin_not_found))
+        .route("/_emulator/", any(admin_not_found))
+        .route("/_emulator/{*rest}", any(admin_not_found))
+        .fallback(sts)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+async fn sts(
+    State(st): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    let header_list: Vec<(&str, &str)> = headers
+        .iter()
+        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v)))
+        .collect();
+    let req = Request {
+        method: method.as_str(),
+        path: uri.path(),
+        query: uri.query().unwrap_or(""),
+        headers: &header_list,
+        body: &body,
+    };
+    let (info, result, fault) = match st.faults.next() {
+        Decision::Pass => {
+            let o = st.engine.handle(&req);
+            (o.info, o.result, "none")
+        }
+        Decision::Throttle => (
+            RequestInfo::peek(&req),
+            Err(StsErrorCode::Throttling),
+            "throttle",
+        ),
+        Decision::Error => (
+            RequestInfo::peek(&req),
+            Err(StsErrorCode::InternalError),
+            "error",
+        ),
+        Decision::Delay(delay) => {
+            tokio::time::sleep(delay).await;
+            let o = st.engine.handle(&req);
+            (o.info, o.result, "slow")
+        }
+    };
+    let request_id = new_request_id();
+    let (status, json) = render(&result, &request_id);
+    let code = match &result {
+        Ok(_) => SUCCESS_CODE,
+        Err(e) => e.code(),
+    };
+    st.stats.record(info.action_label(), code);
+    tracing::info!(
+        method = %method,
+        action = %loggable(info.action.as_deref().unwrap_or("-")),
+        access_key_id = %loggable(info.access_key_id.as_deref().unwrap_or("-")),
+        format = info.scheme.as_str(),
+        code,
+        status,
+        fault,
+        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        request_id = %request_id,
+        "sts request"
+    );
+    let mut response = (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        json,
+    )
+        .into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json;charset=utf-8"),
+    );
+    response
+}
+
+/// Untrusted text for a log line: only `A-Z a-z 0-9 . _ @ -`, others become `?`, 64 at most.
+fn loggable(s: &str) -> String {
+    s.chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-') {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+async fn get_faults(State(st): State<Arc<AppState>>) -> Json<FaultSpec> {
+    Json(st.faults.get())
+}
+
+async fn set_faults(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+    match serde_json::from_slice::<FaultSpec>(&body) {
+        Ok(spec) => {
+            let spec = st.faults.set(spec);
+            tracing::info!(mode = ?spec.mode, delay_ms = spec.delay_ms, count = ?spec.count, "fault set");
+            Json(spec).into_response()
+        }
+        Err(e) => admin_error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the body must be JSON {{\"mode\":\"none|throttle|error|slow\",\"delayMs\":N,\"count\":N}} (delayMs and count optional): {e}"
+            ),
+        ),
+    }
+}
+
+async fn get_stats(State(st): State<Arc<AppState>>) -> Response {
+    Json(st.stats.snapshot()).into_response()
+}
+
+async fn reset(State(st): State<Arc<AppState>>) -> Response {
+    st.stats.reset();
+    st.faults.set(FaultSpec::default());
+    tracing::info!("stats and faults reset");
+    Json(st.stats.snapshot()).into_response()
+}
+
+async fn admin_not_found(uri: Uri) -> Response {
+    admin_error(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no admin endpoint {}; there are GET|POST /_emulator/faults, GET /_emulator/stats, POST /_emulator/reset, GET /_emulator/health",
+            loggable(uri.path())
+        ),
+    )
+}
+
+fn admin_error(status: StatusCode, message: String) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+/// Why the TLS files cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0} holds no PEM certificate")]
+    NoCertificate(String),
+    #[error("{0} holds no PEM private key (PKCS#8, PKCS#1 or SEC1)")]
+    NoKey(String),
+    #[error("the certificate and key cannot be used: {0}")]
+    Config(String),
+}
+
+/// Builds the TLS acceptor from PEM files (HTTP/2 and HTTP/1.1 offered by ALPN).
+pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+    let read = |p: &Path| {
+        std::fs::read(p).map_err(|source| TlsError::Read {
+            path: p.display().to_string(),
+            source,
+        })
+    };
+    let cert_pem = read(cert)?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .filter_map(Result::ok)
+        .collect();
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate(cert.display().to_string()));
+    }
+    let key_pem = read(key)?;
+    let key_der = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|_| TlsError::NoKey(key.display().to_string()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key_der)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// SIGTERM and SIGINT, registered once at start.
+pub struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub fn register() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Self {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Self {})
+        }
+    }
+
+    /// Waits for the next signal.
+    pub async fn recv(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.term.recv() => "SIGTERM",
+                _ = self.int.recv() => "SIGINT",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "ctrl-c"
+        }
+    }
+}
+
+/// Serves `app` on `listener` until the first signal, then drains in-flight requests for up to
+/// [`DRAIN_TIMEOUT`] (a second signal stops at once).
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<TlsAcceptor>,
+    mut signals: Signals,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    loop {
+        let (stream, peer) = tokio::select! {
+            signal = signals.recv() => {
+                tracing::info!(signal, "shutting down");
+                break;
+            }
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let result = match tls {
+                None => {
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    watcher.watch(conn.into_owned()).await
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => {
+                            let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
+                            watcher.watch(conn.into_owned()).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("all connections closed"),
+        _ = tokio::time::sleep(DRAIN_TIMEOUT) => {
+            tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; stopping anyway");
+        }
+        signal = signals.recv() => tracing::warn!(signal, "second signal; stopping now"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loggable_text_is_tame() {
+        assert_eq!(loggable("LTAI5t.x_y@z-1"), "LTAI5t.x_y@z-1");
+        assert_eq!(loggable("a\nb c"), "a?b?c");
+        assert_eq!(loggable(&"x".repeat(100)).len(), 64);
+    }
+}

@@ -1,0 +1,490 @@
+//! The keys file: the AccessKeys the emulator knows, the identity behind each, and the roles
+//! `AssumeRole` may assume. See `examples/emulator-keys.yaml` for a documented example.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use crate::arn::{Arn, Resource};
+use crate::sts::CallerIdentity;
+use crate::types::{parse_utc, Secret};
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysFile {
+    /// AccessKeys and their identities.
+    #[serde(default)]
+    pub keys: Vec<KeyEntry>,
+    /// Roles that `AssumeRole` may assume.
+    #[serde(default)]
+    pub roles: Vec<RoleEntry>,
+}
+
+/// One AccessKey.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KeyEntry {
+    pub access_key_id: String,
+    pub access_key_secret: Secret,
+    /// When set, requests must carry exactly this security token.
+    #[serde(default)]
+    pub security_token: Option<Secret>,
+    /// A disabled key is refused with `InvalidAccessKeyId.Inactive`.
+    #[serde(default)]
+    pub disabled: bool,
+    /// RFC 3339 date after which the security token is refused with
+    /// `InvalidSecurityToken.Expired` (only with `securityToken`).
+    #[serde(default)]
+    pub expiration: Option<String>,
+    pub identity: IdentitySpec,
+}
+
+/// The identity `GetCallerIdentity` reports for a key.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(tag = "type", deny_unknown_fields)]
+pub enum IdentitySpec {
+    /// A RAM user: `acs:ram::<acct>:user/<name>`.
+    #[serde(rename = "RAMUser", rename_all = "camelCase")]
+    RamUser {
+        account_id: String,
+        user_name: String,
+        user_id: String,
+    },
+    /// A session of an assumed role: `acs:ram::<acct>:assumed-role/<role>/<session>`.
+    #[serde(rename = "AssumedRoleUser", rename_all = "camelCase")]
+    AssumedRoleUser {
+        account_id: String,
+        role_name: String,
+        role_id: String,
+        session_name: String,
+    },
+    /// The account itself (root): `acs:ram::<acct>:root`.
+    #[serde(rename = "Account", rename_all = "camelCase")]
+    Account { account_id: String },
+}
+
+impl IdentitySpec {
+    pub fn account_id(&self) -> &str {
+        match self {
+            Self::RamUser { account_id, .. }
+            | Self::AssumedRoleUser { account_id, .. }
+            | Self::Account { account_id } => account_id,
+        }
+    }
+
+    /// The `GetCallerIdentity` answer for this identity, shaped as STS shapes it.
+    pub fn caller_identity(&self, request_id: &str) -> CallerIdentity {
+        let request_id = Some(request_id.to_string());
+        match self {
+            Self::RamUser {
+                account_id,
+                user_name,
+                user_id,
+            } => CallerIdentity {
+                request_id,
+                account_id: account_id.clone(),
+                user_id: Some(user_id.clone()),
+                role_id: None,
+                arn: format!("acs:ram::{account_id}:user/{user_name}"),
+                identity_type: Some("RAMUser".into()),
+                principal_id: Some(user_id.clone()),
+            },
+            Self::AssumedRoleUser {
+                account_id,
+                role_name,
+                role_id,
+                session_name,
+            } => CallerIdentity {
+                request_id,
+                account_id: account_id.clone(),
+                user_id: None,
+                role_id: Some(role_id.clone()),
+                arn: format!("acs:ram::{account_id}:assumed-role/{role_name}/{session_name}"),
+                identity_type: Some("AssumedRoleUser".into()),
+                principal_id: Some(format!("{role_id}:{session_name}")),
+            },
+            Self::Account { account_id } => CallerIdentity {
+                request_id,
+                account_id: account_id.clone(),
+                user_id: Some(account_id.clone()),
+                role_id: None,
+                arn: format!("acs:ram::{account_id}:root"),
+                identity_type: Some("Account".into()),
+                principal_id: Some(account_id.clone()),
+            },
+        }
+    }
+}
+
+/// One role.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RoleEntry {
+    /// `acs:ram::<account>:role/<name>`; matched without case.
+    pub arn: String,
+    pub role_id: String,
+    /// Who may assume the role; absent means any key whose identity is in the role's account.
+    #[serde(default)]
+    pub trusted_access_key_ids: Option<Vec<String>>,
+}
+
+/// A usable key: what verification needs.
+#[derive(Debug)]
+pub struct Key {
+    pub secret: Secret,
+    pub security_token: Option<Secret>,
+    pub disabled: bool,
+    pub expiration: Option<DateTime<Utc>>,
+    pub identity: IdentitySpec,
+}
+
+/// A role ready for `AssumeRole`.
+#[derive(Debug, Clone)]
+pub struct Role {
+    /// The ARN as configured.
+    pub arn: String,
+    pub account_id: String,
+    pub role_name: String,
+    pub role_id: String,
+    pub trusted_access_key_ids: Option<Vec<String>>,
+}
+
+/// The checked contents of a keys file.
+#[derive(Debug, Default)]
+pub struct KeyStore {
+    pub keys: HashMap<String, Arc<Key>>,
+    /// Keyed by the lower-cased ARN.
+    pub roles: HashMap<String, Role>,
+}
+
+/// Why a keys file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeysError {
+    #[error("cannot read the keys file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("keys file {path}: {detail}")]
+    Parse { path: String, detail: String },
+    #[error("keys file {path}: {detail}")]
+    Invalid { path: String, detail: String },
+}
+
+impl KeyStore {
+    /// Reads and checks a keys file.
+    pub fn load(path: &Path) -> Result<Self, KeysError> {
+        let text = std::fs::read_to_string(path).map_err(|source| KeysError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_yaml(&text).map_err(|e| match e {
+            KeysError::Parse { detail, .. } => KeysError::Parse {
+                path: path.display().to_string(),
+                detail,
+            },
+            KeysError::Invalid { detail, .. } => KeysError::Invalid {
+                path: path.display().to_string(),
+                detail,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and checks the YAML text of a keys file.
+    pub fn from_yaml(text: &str) -> Result<Self, KeysError> {
+        let de = serde_yaml::Deserializer::from_str(text);
+        let file: KeysFile = serde_path_to_error::deserialize(de).map_err(|e| {
+            let at = e.path().to_string();
+            let msg = e.into_inner().to_string();
+            // serde_yaml often starts its message with a shorter path of its own: keep the
+            // longer one once.
+            let detail = match msg.split_once(": ") {
+                _ if at == "." => msg,
+                Some((lead, rest)) if !lead.contains(' ') && at.starts_with(lead) => {
+                    format!("{at}: {rest}")
+                }
+                _ => format!("{at}: {msg}"),
+            };
+            KeysError::Parse {
+                path: String::new(),
+                detail,
+            }
+        })?;
+        Self::from_file(file).map_err(|detail| KeysError::Invalid {
+            path: String::new(),
+            detail,
+        })
+    }
+
+    /// Checks a parsed keys file; the error names the entry and what is wrong with it.
+    pub fn from_file(file: KeysFile) -> Result<Self, String> {
+        if file.keys.is_empty() {
+            return Err("defines no keys (a top-level `keys:` list is required)".into());
+        }
+        let mut keys = HashMap::new();
+        for (i, entry) in file.keys.into_iter().enumerate() {
+            let at = format!("keys[{i}]");
+            check_name(&format!("{at}.accessKeyId"), &entry.access_key_id)?;
+            if entry.access_key_secret.is_empty() {
+                return Err(format!("{at}.accessKeySecret is empty"));
+            }
+            if entry.security_token.as_ref().is_some_and(|t| t.is_empty()) {
+                return Err(format!(
+                    "{at}.securityToken is empty (remove it for a key without a token)"
+                ));
+            }
+            let expiration = match &entry.expiration {
+                None => None,
+                Some(_) if entry.security_token.is_none() => {
+                    return Err(format!(
+                        "{at}.expiration is set but securityToken is not (only temporary credentials expire)"
+                    ))
+                }
+                Some(raw) => Some(parse_utc(raw).ok_or_else(|| {
+                    format!("{at}.expiration {raw:?} is not an RFC 3339 date such as 2030-01-01T00:00:00Z")
+                })?),
+            };
+            check_identity(&format!("{at}.identity"), &entry.identity)?;
+            let key = Key {
+                secret: entry.access_key_secret,
+                security_token: entry.security_token,
+                disabled: entry.disabled,
+                expiration,
+                identity: entry.identity,
+            };
+            if keys
+                .insert(entry.access_key_id.clone(), Arc::new(key))
+                .is_some()
+            {
+                return Err(format!(
+                    "{at}.accessKeyId {:?} is listed more than once",
+                    entry.access_key_id
+                ));
+            }
+        }
+        let mut roles = HashMap::new();
+        for (i, entry) in file.roles.into_iter().enumerate() {
+            let at = format!("roles[{i}]");
+            let arn = Arn::parse(entry.arn.trim()).map_err(|e| format!("{at}.arn: {e}"))?;
+            let Resource::Role(role_name) = &arn.resource else {
+                return Err(format!(
+                    "{at}.arn {:?} is not a role ARN (acs:ram::<account>:role/<name>)",
+                    entry.arn
+                ));
+            };
+            check_account(&format!("{at}.arn"), &arn.account_id)?;
+            check_name(&format!("{at}.roleId"), &entry.role_id)?;
+            if let Some(trusted) = &entry.trusted_access_key_ids {
+                if let Some(unknown) = trusted.iter().find(|k| !keys.contains_key(*k)) {
+                    return Err(format!(
+                        "{at}.trustedAccessKeyIds names {unknown:?}, which is not in keys"
+                    ));
+                }
+            }
+            let role = Role {
+                arn: entry.arn.trim().to_string(),
+                account_id: arn.account_id.clone(),
+                role_name: role_name.clone(),
+                role_id: entry.role_id,
+                trusted_access_key_ids: entry.trusted_access_key_ids,
+            };
+            if roles.insert(role.arn.to_lowercase(), role).is_some() {
+                return Err(format!(
+                    "{at}.arn {:?} is listed more than once (ARNs are compared without case)",
+                    entry.arn
+                ));
+            }
+        }
+        Ok(Self { keys, roles })
+    }
+
+    /// The role with this ARN, compared without case.
+    pub fn role(&self, arn: &str) -> Option<&Role> {
+        self.roles.get(&arn.trim().to_lowercase())
+    }
+}
+
+fn check_name(at: &str, value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Err(format!("{at} is empty"));
+    }
+    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{at} {value:?} contains whitespace"));
+    }
+    Ok(())
+}
+
+fn check_account(at: &str, account: &str) -> Result<(), String> {
+    if account.is_empty() || !account.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "{at}: account ID {account:?} is not a string of digits (quote it in YAML: \"1234567890123456\")"
+        ));
+    }
+    Ok(())
+}
+
+fn check_identity(at: &str, identity: &IdentitySpec) -> Result<(), String> {
+    check_account(&format!("{at}.accountId"), identity.account_id())?;
+    match identity {
+        IdentitySpec::RamUser {
+            user_name, user_id, ..
+        } => {
+            check_name(&format!("{at}.userName"), user_name)?;
+            check_name(&format!("{at}.userId"), user_id)
+        }
+        IdentitySpec::AssumedRoleUser {
+            role_name,
+            role_id,
+            session_name,
+            ..
+        } => {
+            check_name(&format!("{at}.roleName"), role_name)?;
+            check_name(&format!("{at}.roleId"), role_id)?;
+            check_name(&format!("{at}.sessionName"), session_name)
+        }
+        IdentitySpec::Account { .. } => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+keys:
+  - accessKeyId: AK1
+    accessKeySecret: S1
+    identity: {type: RAMUser, accountId: "123", userName: alice, userId: "2001"}
+  - accessKeyId: STS.AK2
+    accessKeySecret: S2
+    securityToken: T2
+    expiration: 2030-01-01T00:00:00Z
+    identity: {type: AssumedRoleUser, accountId: "123", roleName: Admin, roleId: "3001", sessionName: bob}
+  - accessKeyId: AK3
+    accessKeySecret: S3
+    disabled: true
+    identity: {type: Account, accountId: "123"}
+roles:
+  - arn: acs:ram::123:role/Admin
+    roleId: "3001"
+    trustedAccessKeyIds: [AK1]
+"#;
+
+    fn err(yaml: &str) -> String {
+        KeyStore::from_yaml(yaml)
+            .map(|_| ())
+            .expect_err("must be refused")
+            .to_string()
+    }
+
+    #[test]
+    fn loads_a_good_file() {
+        let store = KeyStore::from_yaml(GOOD).expect("loads");
+        assert_eq!(store.keys.len(), 3);
+        let k2 = &store.keys["STS.AK2"];
+        assert_eq!(k2.security_token.as_ref().map(Secret::expose), Some("T2"));
+        assert!(k2.expiration.is_some());
+        assert!(store.keys["AK3"].disabled);
+        let role = store
+            .role("ACS:RAM::123:ROLE/admin")
+            .expect("case-insensitive");
+        assert_eq!(role.role_name, "Admin");
+        assert_eq!(role.account_id, "123");
+    }
+
+    #[test]
+    fn the_example_file_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/emulator-keys.yaml");
+        let store = KeyStore::load(&path).expect("the example keys file is valid");
+        for id in [
+            "LTAI5tQuickstartAlice",
+            "STS.QuickstartBob",
+            "LTAI5tTestAccessKeyId",
+            "STS.TestAccessKeyId",
+        ] {
+            assert!(store.keys.contains_key(id), "{id}");
+        }
+        assert_eq!(
+            store.keys["STS.TestAccessKeyId"]
+                .security_token
+                .as_ref()
+                .map(Secret::expose),
+            Some("CAIS+test/token==")
+        );
+        assert!(store
+            .role("acs:ram::1234567890123456:role/KubeAdmin")
+            .is_some());
+    }
+
+    #[test]
+    fn identities_are_shaped_like_sts() {
+        let store = KeyStore::from_yaml(GOOD).expect("loads");
+        let user = store.keys["AK1"].identity.caller_identity("R");
+        assert_eq!(user.arn, "acs:ram::123:user/alice");
+        assert_eq!(user.principal_id.as_deref(), Some("2001"));
+        assert_eq!(user.user_id.as_deref(), Some("2001"));
+        assert_eq!(user.role_id, None);
+        let role = store.keys["STS.AK2"].identity.caller_identity("R");
+        assert_eq!(role.arn, "acs:ram::123:assumed-role/Admin/bob");
+        assert_eq!(role.principal_id.as_deref(), Some("3001:bob"));
+        assert_eq!(role.role_id.as_deref(), Some("3001"));
+        assert_eq!(role.user_id, None);
+        let root = store.keys["AK3"].identity.caller_identity("R");
+        assert_eq!(root.arn, "acs:ram::123:root");
+        assert_eq!(root.identity_type.as_deref(), Some("Account"));
+    }
+
+    #[test]
+    fn refuses_bad_files_with_a_reason() {
+        assert!(err("keys: []").contains("defines no keys"));
+        assert!(err("keys: [{accessKeyId: A}]").contains("keys[0]"));
+        assert!(err("kees: []").contains("unknown field"));
+        let dup = r#"
+keys:
+  - {accessKeyId: A, accessKeySecret: s, identity: {type: Account, accountId: "1"}}
+  - {accessKeyId: A, accessKeySecret: s, identity: {type: Account, accountId: "1"}}
+"#;
+        assert!(err(dup).contains("keys[1].accessKeyId \"A\" is listed more than once"));
+        let bad_type = r#"
+keys:
+  - {accessKeyId: A, accessKeySecret: s, identity: {type: Robot, accountId: "1"}}
+"#;
+        assert!(err(bad_type).contains("keys[0].identity"));
+        let bad_account = r#"
+keys:
+  - {accessKeyId: A, accessKeySecret: s, identity: {type: Account, accountId: "abc"}}
+"#;
+        assert!(err(bad_account).contains("keys[0].identity.accountId"));
+        let expiring_without_token = r#"
+keys:
+  - {accessKeyId: A, accessKeySecret: s, expiration: "2030-01-01T00:00:00Z", identity: {type: Account, accountId: "1"}}
+"#;
+        assert!(err(expiring_without_token).contains("securityToken is not"));
+        let bad_role = r#"
+keys:
+  - {accessKeyId: A, accessKeySecret: s, identity: {type: Account, accountId: "1"}}
+roles:
+  - {arn: "acs:ram::1:user/x", roleId: "1"}
+"#;
+        assert!(err(bad_role).contains("roles[0].arn"));
+        let unknown_trust = r#"
+keys:
+  - {accessKeyId: A, accessKeySecret: s, identity: {type: Account, accountId: "1"}}
+roles:
+  - {arn: "acs:ram::1:role/x", roleId: "1", trustedAccessKeyIds: [B]}
+"#;
+        assert!(err(unknown_trust).contains("\"B\", which is not in keys"));
+    }
+
+    #[test]
+    fn parse_errors_do_not_quote_secrets_as_debug() {
+        // A wrongly typed secret is reported by its place, not by a Debug dump of the entry.
+        let e = err("keys: [{accessKeyId: A, accessKeySecret: [x], identity: {type: Account, accountId: \"1\"}}]");
+        assert!(e.contains("keys[0].accessKeySecret"), "{e}");
+    }
+}

@@ -1,0 +1,1089 @@
+//! Black-box tests of the `sts-emulator` binary: each test starts the real binary on
+//! 127.0.0.1:0 and sends it real requests, signed the way real clients sign them.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{TimeDelta, Utc};
+use ram_authenticator::signing::{acs3, percent_encode, rpc, EMPTY_BODY_SHA256};
+use ram_authenticator::sts::{CallerIdentity, StsClient, StsError, StsSettings};
+use ram_authenticator::token::{self, v1, v2, SignedRequest};
+use ram_authenticator::types::{format_utc, parse_utc};
+use serde_json::Value;
+
+const ACCOUNT: &str = "1234567890123456";
+const ALICE: (&str, &str) = ("LTAI5tQuickstartAlice", "QuickstartAliceSecret0000000000");
+const BOB: (&str, &str) = ("STS.QuickstartBob", "QuickstartBobSecret000000000000");
+const BOB_TOKEN: &str = "CAIS+QuickstartBob/SecurityToken==";
+const DAVE: (&str, &str) = ("LTAI5tDisabledDave", "DisabledDaveSecret0000000000000");
+const ERIN: (&str, &str) = ("STS.ExpiredErin", "ExpiredErinSecret00000000000000");
+const ERIN_TOKEN: &str = "CAIS+ExpiredErin/SecurityToken==";
+const ROOT: (&str, &str) = ("LTAI5tQuickstartRoot", "QuickstartRootSecret00000000000");
+const CAROL: (&str, &str) = ("LTAI5tOtherAccountCarol", "OtherAccountCarolSecret00000000");
+const KUBE_ADMIN: &str = "acs:ram::1234567890123456:role/KubeAdmin";
+
+fn example_keys() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/emulator-keys.yaml")
+}
+
+fn init() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A running emulator; killed when dropped.
+struct Emulator {
+    child: Child,
+    url: String,
+    stderr: Arc<Mutex<String>>,
+    drain: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Emulator {
+    fn start(extra: &[&str]) -> Self {
+        let keys = example_keys();
+        let mut args = vec!["--keys", keys.to_str().expect("utf-8 path")];
+        args.extend_from_slice(extra);
+        Self::start_raw(&args).unwrap_or_else(|(status, err)| {
+            panic!("the emulator did not start ({status:?}): {err}")
+        })
+    }
+
+    /// Starts the binary with exactly `args`; on failure returns its exit status and stderr.
+    fn start_raw(args: &[&str]) -> Result<Self, (Option<ExitStatus>, String)> {
+        init();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sts-emulator"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sts-emulator");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let _ = tx.send(line);
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+        let stderr_text = Arc::new(Mutex::new(String::new()));
+        let mut stderr = child.stderr.take().expect("stderr");
+        let sink = stderr_text.clone();
+        let drain = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .expect("lock")
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+        let mut emulator = Self {
+            child,
+            url: String::new(),
+            stderr: stderr_text,
+            drain: Some(drain),
+        };
+        match line.trim().strip_prefix("listening on ") {
+            Some(url) if !url.is_empty() => {
+                emulator.url = url.to_string();
+                Ok(emulator)
+            }
+            _ => {
+                let status = emulator.wait_exit(Duration::from_secs(10));
+                Err((status, emulator.stderr_text()))
+            }
+        }
+    }
+
+    fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                if let Some(drain) = self.drain.take() {
+                    let _ = drain.join();
+                }
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn stderr_text(&self) -> String {
+        self.stderr.lock().expect("lock").clone()
+    }
+
+    /// Sends SIGTERM and waits for the process to end.
+    fn terminate(&mut self) -> ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        self.wait_exit(Duration::from_secs(15))
+            .expect("the emulator stops after SIGTERM")
+    }
+
+    fn client(&self) -> StsClient {
+        client_for(&self.url, None)
+    }
+
+    fn admin(&self, path: &str) -> String {
+        format!("{}/_emulator/{path}", self.url)
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client_for(url: &str, ca_file: Option<PathBuf>) -> StsClient {
+    let mut settings = StsSettings::new(url.to_string());
+    settings.max_retries = 0;
+    settings.ca_file = ca_file;
+    StsClient::new(settings, None).expect("client")
+}
+
+fn http() -> reqwest::Client {
+    init();
+    reqwest::Client::builder()
+        .tls_backend_rustls()
+        .no_proxy()
+        .build()
+        .expect("http client")
+}
+
+fn now() -> String {
+    format_utc(Utc::now())
+}
+
+fn v2_token(key: (&str, &str), security_token: Option<&str>, date: &str) -> SignedRequest {
+    let tok = v2::mint(&v2::MintV2 {
+        access_key_id: key.0,
+        access_key_secret: key.1,
+        security_token,
+        cluster_id: "c-test",
+        date,
+        extra_query: &[],
+        user_agent: "emulator-test",
+    });
+    token::parse(&tok).expect("minted v2 token parses")
+}
+
+fn v1_token(key: (&str, &str), security_token: Option<&str>, nonce: &str) -> SignedRequest {
+    let tok = v1::mint(&v1::MintV1 {
+        access_key_id: key.0,
+        access_key_secret: key.1,
+        security_token,
+        cluster_id: "c-test",
+        timestamp: &now(),
+        nonce,
+        host: "sts.aliyuncs.com",
+    });
+    token::parse(&tok).expect("minted v1 token parses")
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", rand::random::<u64>())
+}
+
+/// A raw answer.
+struct Answer {
+    status: u16,
+    json: Value,
+    text: String,
+}
+
+impl Answer {
+    fn code(&self) -> &str {
+        self.json["Code"].as_str().unwrap_or("")
+    }
+}
+
+async fn read(resp: reqwest::Response) -> Answer {
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Answer { status, json, text }
+}
+
+/// Sends an `ACS3-HMAC-SHA256` signed request (`POST /?query`, empty body).
+async fn send_v2(
+    url: &str,
+    key: (&str, &str),
+    security_token: Option<&str>,
+    date: &str,
+    action: &str,
+    query: &[(&str, &str)],
+) -> (Answer, String) {
+    let query: BTreeMap<String, String> = query
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut signed = BTreeMap::new();
+    signed.insert("x-acs-action".to_string(), action.to_string());
+    signed.insert("x-acs-version".to_string(), "2015-04-01".to_string());
+    signed.insert("x-acs-date".to_string(), date.to_string());
+    signed.insert(
+        "x-acs-content-sha256".to_string(),
+        EMPTY_BODY_SHA256.to_string(),
+    );
+    if let Some(t) = security_token {
+        signed.insert("x-acs-security-token".to_string(), t.to_string());
+    }
+    let auth = acs3::sign(
+        key.0,
+        key.1,
+        "POST",
+        "/",
+        &query,
+        &signed,
+        EMPTY_BODY_SHA256,
+    );
+    let qs: Vec<String> = query
+        .iter()
+        .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
+        .collect();
+    let mut request = http()
+        .post(format!("{url}/?{}", qs.join("&")))
+        .header("authorization", auth.to_header())
+        .header("accept", "application/json");
+    for (k, v) in &signed {
+        request = request.header(k.as_str(), v.as_str());
+    }
+    let answer = read(request.send().await.expect("send")).await;
+    (answer, auth.signature)
+}
+
+/// RPC parameters for `action`, signed with `key`'s ID at `timestamp`.
+fn rpc_params(
+    action: &str,
+    key_id: &str,
+    timestamp: &str,
+    extra: &[(&str, &str)],
+) -> Vec<(String, String)> {
+    let mut params: Vec<(String, String)> = vec![
+        ("Action".into(), action.into()),
+        ("Version".into(), "2015-04-01".into()),
+        ("Format".into(), "JSON".into()),
+        ("AccessKeyId".into(), key_id.into()),
+        ("SignatureMethod".into(), "HMAC-SHA1".into()),
+        ("SignatureVersion".into(), "1.0".into()),
+        ("SignatureNonce".into(), unique("nonce")),
+        ("Timestamp".into(), timestamp.into()),
+    ];
+    params.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    params
+}
+
+/// Sends an RPC (v1) signed request: GET with the query, or POST with a form body.
+async fn send_v1(url: &str, method: &str, secret: &str, params: &[(String, String)]) -> Answer {
+    let query = rpc::signed_query(method, secret, params);
+    let request = if method == "GET" {
+        http().get(format!("{url}/?{query}"))
+    } else {
+        http()
+            .post(format!("{url}/"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(query)
+    };
+    read(request.send().await.expect("send")).await
+}
+
+async fn rejected(client: &StsClient, req: &SignedRequest) -> (u16, String) {
+    match client.get_caller_identity(req).await {
+        Err(StsError::Rejected { status, code, .. }) => (status, code),
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+fn assert_error_shape(answer: &Answer, secrets: &[&str]) {
+    for field in ["RequestId", "HostId", "Code", "Message", "Recommend"] {
+        assert!(
+            answer.json[field].as_str().is_some_and(|v| !v.is_empty()),
+            "{field} missing in {}",
+            answer.text
+        );
+    }
+    for secret in secrets {
+        assert!(
+            !answer.text.contains(secret),
+            "the answer leaks {secret:?}: {}",
+            answer.text
+        );
+    }
+}
+
+#[tokio::test]
+async fn minted_v2_and_v1_tokens_return_the_configured_identities() {
+    let emu = Emulator::start(&[]);
+    let client = emu.client();
+
+    let alice = client
+        .get_caller_identity(&v2_token(ALICE, None, &now()))
+        .await
+        .expect("alice v2");
+    assert_eq!(
+        alice,
+        CallerIdentity {
+            request_id: alice.request_id.clone(),
+            account_id: ACCOUNT.into(),
+            user_id: Some("2001".into()),
+            role_id: None,
+            arn: format!("acs:ram::{ACCOUNT}:user/alice"),
+            identity_type: Some("RAMUser".into()),
+            principal_id: Some("2001".into()),
+        }
+    );
+    assert!(alice.request_id.is_some_and(|r| r.len() == 36));
+
+    let bob_expected = CallerIdentity {
+        request_id: None,
+        account_id: ACCOUNT.into(),
+        user_id: None,
+        role_id: Some("3001".into()),
+        arn: format!("acs:ram::{ACCOUNT}:assumed-role/KubeAdmin/bob@example.com"),
+        identity_type: Some("AssumedRoleUser".into()),
+        principal_id: Some("3001:bob@example.com".into()),
+    };
+    let bob = client
+        .get_caller_identity(&v2_token(BOB, Some(BOB_TOKEN), &now()))
+        .await
+        .expect("bob v2");
+    assert_eq!(
+        CallerIdentity {
+            request_id: None,
+            ..bob
+        },
+        bob_expected
+    );
+
+    // v1: a GET with the pre-signed query.
+    let req = v1_token(BOB, Some(BOB_TOKEN), &unique("n"));
+    let bob = client.get_caller_identity(&req).await.expect("bob v1");
+    assert_eq!(
+        CallerIdentity {
+            request_id: None,
+            ..bob
+        },
+        bob_expected
+    );
+    // STS refuses the same v1 request twice: its nonce was used.
+    assert_eq!(
+        rejected(&client, &req).await,
+        (400, "SignatureNonceUsed".to_string())
+    );
+    // A fresh nonce works again.
+    let alice_v1 = client
+        .get_caller_identity(&v1_token(ALICE, None, &unique("n")))
+        .await
+        .expect("alice v1");
+    assert_eq!(alice_v1.arn, format!("acs:ram::{ACCOUNT}:user/alice"));
+}
+
+#[tokio::test]
+async fn real_ack_ram_tool_vectors_verify_with_a_pinned_clock() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/acs3-v2-tokens.json");
+    let file: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("vectors")).expect("json");
+    let vectors = file["vectors"].as_array().expect("vectors");
+    assert_eq!(vectors.len(), 2);
+    let want = |id: &str| match id {
+        "ramuser-access-key" => (
+            format!("acs:ram::{ACCOUNT}:user/test-user"),
+            "RAMUser",
+            "2002",
+        ),
+        "sts-security-token-extra-query" => (
+            format!("acs:ram::{ACCOUNT}:assumed-role/KubeViewer/test-session"),
+            "AssumedRoleUser",
+            "3002:test-session",
+        ),
+        other => panic!("unknown vector {other}"),
+    };
+
+    let emu = Emulator::start(&["--now", "2026-11-23T09:36:00Z"]);
+    let client = emu.client();
+    for v in vectors {
+        let id = v["id"].as_str().expect("id");
+        let req = token::parse(v["token"].as_str().expect("token")).expect("parses");
+        let identity = client
+            .get_caller_identity(&req)
+            .await
+            .unwrap_or_else(|e| panic!("{id}: {e}"));
+        let (arn, kind, principal) = want(id);
+        assert_eq!(identity.arn, arn, "{id}");
+        assert_eq!(identity.identity_type.as_deref(), Some(kind), "{id}");
+        assert_eq!(identity.principal_id.as_deref(), Some(principal), "{id}");
+        assert_eq!(identity.account_id, ACCOUNT, "{id}");
+    }
+
+    // The same tokens 25 minutes later: their date is too old.
+    let late = Emulator::start(&["--now", "2026-11-23T10:01:00Z"]);
+    let client = late.client();
+    for v in vectors {
+        let req = token::parse(v["token"].as_str().expect("token")).expect("parses");
+        assert_eq!(
+            rejected(&client, &req).await,
+            (400, "InvalidTimeStamp.Expired".to_string())
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_refusal_has_the_sts_code_status_and_body() {
+    let emu = Emulator::start(&[]);
+    let client = emu.client();
+    let minutes = |m: i64| format_utc(Utc::now() + TimeDelta::minutes(m));
+
+    let cases: Vec<(&str, SignedRequest, u16, &str)> = vec![
+        (
+            "unknown key",
+            v2_token(("LTAI5tNobody", "x"), None, &now()),
+            404,
+            "InvalidAccessKeyId.NotFound",
+        ),
+        (
+            "disabled key",
+            v2_token(DAVE, None, &now()),
+            400,
+            "InvalidAccessKeyId.Inactive",
+        ),
+        (
+            "wrong secret",
+            v2_token((ALICE.0, "not-the-secret"), None, &now()),
+            400,
+            "SignatureDoesNotMatch",
+        ),
+        (
+            "signed 20 minutes ago",
+            v2_token(ALICE, None, &minutes(-20)),
+            400,
+            "InvalidTimeStamp.Expired",
+        ),
+        (
+            "signed 20 minutes ahead",
+            v2_token(ALICE, None, &minutes(20)),
+            400,
+            "InvalidTimeStamp.Expired",
+        ),
+        (
+            "temporary key without its token",
+            v2_token(BOB, None, &now()),
+            400,
+            "MissingSecurityToken",
+        ),
+        (
+            "another token",
+            v2_token(BOB, Some("CAIS+someone/else=="), &now()),
+            400,
+            "InvalidSecurityToken.MismatchWithAccessKey",
+        ),
+        (
+            "a token for a permanent key",
+            v2_token(ALICE, Some("CAIS+stray=="), &now()),
+            400,
+            "InvalidSecurityToken.Malformed",
+        ),
+        (
+            "expired temporary credentials",
+            v2_token(ERIN, Some(ERIN_TOKEN), &now()),
+            400,
+            "InvalidSecurityToken.Expired",
+        ),
+        (
+            "v1 expired temporary credentials",
+            v1_token(ERIN, Some(ERIN_TOKEN), &unique("n")),
+            400,
+            "InvalidSecurityToken.Expired",
+        ),
+        (
+            "v1 wrong secret",
+            v1_token((ALICE.0, "nope"), None, &unique("n")),
+            400,
+            "SignatureDoesNotMatch",
+        ),
+    ];
+    for (what, req, status, code) in cases {
+        assert_eq!(
+            rejected(&client, &req).await,
+            (status, code.to_string()),
+            "{what}"
+        );
+    }
+
+    // The same, raw: the body has every field and quotes no token or signature.
+    let (answer, signature) = send_v2(
+        &emu.url,
+        (BOB.0, "wrong"),
+        Some(BOB_TOKEN),
+        &now(),
+        "GetCallerIdentity",
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (answer.status, answer.code()),
+        (400, "SignatureDoesNotMatch")
+    );
+    assert_error_shape(&answer, &[BOB_TOKEN, &signature, BOB.1]);
+    let (answer, signature) = send_v2(
+        &emu.url,
+        BOB,
+        Some("CAIS+someone/else=="),
+        &now(),
+        "GetCallerIdentity",
+        &[],
+    )
+    .await;
+    assert_eq!(answer.code(), "InvalidSecurityToken.MismatchWithAccessKey");
+    assert_error_shape(&answer, &[BOB_TOKEN, "CAIS+someone/else==", &signature]);
+
+    // A date that is not a date.
+    let (answer, _) = send_v2(
+        &emu.url,
+        ALICE,
+        None,
+        "23/11/2026 09:36",
+        "GetCallerIdentity",
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (answer.status, answer.code()),
+        (400, "InvalidTimeStamp.Format")
+    );
+    let params = rpc_params("GetCallerIdentity", ALICE.0, "yesterday", &[]);
+    let answer = send_v1(&emu.url, "GET", ALICE.1, &params).await;
+    assert_eq!(
+        (answer.status, answer.code()),
+        (400, "InvalidTimeStamp.Format")
+    );
+
+    // Unknown actions, both schemes.
+    let (answer, _) = send_v2(&emu.url, ALICE, None, &now(), "GetSessionToken", &[]).await;
+    assert_eq!(
+        (answer.status, answer.code()),
+        (404, "InvalidAction.NotFound")
+    );
+    let params = rpc_params("DeleteEverything", ALICE.0, &now(), &[]);
+    let answer = send_v1(&emu.url, "GET", ALICE.1, &params).await;
+    assert_eq!(
+        (answer.status, answer.code()),
+        (404, "InvalidAction.NotFound")
+    );
+    assert_error_shape(&answer, &[ALICE.1]);
+
+    // Missing parameters.
+    let mut params = rpc_params("GetCallerIdentity", ALICE.0, &now(), &[]);
+    params.retain(|(k, _)| k != "Timestamp");
+    let answer = send_v1(&emu.url, "GET", ALICE.1, &params).await;
+    assert_eq!((answer.status, answer.code()), (400, "MissingParameter"));
+    assert!(answer.json["Message"]
+        .as_str()
+        .is_some_and(|m| m.contains("Timestamp")));
+    let params = rpc_params("AssumeRole", ALICE.0, &now(), &[("RoleSessionName", "s1")]);
+    let answer = send_v1(&emu.url, "GET", ALICE.1, &params).await;
+    assert_eq!((answer.status, answer.code()), (400, "MissingParameter"));
+    assert!(answer.json["Message"]
+        .as_str()
+        .is_some_and(|m| m.contains("RoleArn")));
+    let answer = read(
+        http()
+            .get(format!("{}/?Action=GetCallerIdentity", emu.url))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!((answer.status, answer.code()), (400, "MissingParameter"));
+}
+
+#[tokio::test]
+async fn assume_role_mints_credentials_that_get_caller_identity_accepts() {
+    let emu = Emulator::start(&[]);
+    let client = emu.client();
+    let session = "kube@example.com";
+
+    // v1 GET, default duration (an hour).
+    let params = rpc_params(
+        "AssumeRole",
+        ALICE.0,
+        &now(),
+        &[("RoleArn", KUBE_ADMIN), ("RoleSessionName", session)],
+    );
+    let answer = send_v1(&emu.url, "GET", ALICE.1, &params).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    let arn = format!("acs:ram::{ACCOUNT}:assumed-role/KubeAdmin/{session}");
+    assert_eq!(answer.json["AssumedRoleUser"]["Arn"], arn.as_str());
+    assert_eq!(
+        answer.json["AssumedRoleUser"]["AssumedRoleId"],
+        format!("3001:{session}").as_str()
+    );
+    assert!(answer.json["RequestId"].as_str().is_some());
+    let creds = &answer.json["Credentials"];
+    let key_id = creds["AccessKeyId"]
+        .as_str()
+        .expect("AccessKeyId")
+        .to_string();
+    let secret = creds["AccessKeySecret"]
+        .as_str()
+        .expect("AccessKeySecret")
+        .to_string();
+    let security_token = creds["SecurityToken"]
+        .as_str()
+        .expect("SecurityToken")
+        .to_string();
+    let expiration = creds["Expiration"].as_str().expect("Expiration");
+    assert!(key_id.starts_with("STS."), "{key_id}");
+    assert!(
+        expiration.ends_with('Z') && expiration.len() == 20,
+        "{expiration}"
+    );
+    let lasts = parse_utc(expiration).expect("date") - Utc::now();
+    assert!(
+        (TimeDelta::minutes(58)..=TimeDelta::minutes(61)).contains(&lasts),
+        "{lasts}"
+    );
+
+    // The temporary credentials work, with their token, for both token formats.
+    let identity = client
+        .get_caller_identity(&v2_token((&key_id, &secret), Some(&security_token), &now()))
+        .await
+        .expect("temporary credentials v2");
+    assert_eq!(identity.arn, arn);
+    assert_eq!(identity.identity_type.as_deref(), Some("AssumedRoleUser"));
+    assert_eq!(identity.role_id.as_deref(), Some("3001"));
+    assert_eq!(identity.user_id, None);
+    assert_eq!(
+        identity.principal_id.as_deref(),
+        Some(format!("3001:{session}").as_str())
+    );
+    let identity = client
+        .get_caller_identity(&v1_token(
+            (&key_id, &secret),
+            Some(&security_token),
+            &unique("n"),
+        ))
+        .await
+        .expect("temporary credentials v1");
+    assert_eq!(identity.arn, arn);
+    assert_eq!(
+        rejected(&client, &v2_token((&key_id, &secret), None, &now())).await,
+        (400, "MissingSecurityToken".to_string())
+    );
+
+    // v1 POST with a form body, a shorter duration and a lower-cased ARN.
+    let params = rpc_params(
+        "AssumeRole",
+        ALICE.0,
+        &now(),
+        &[
+            ("RoleArn", &KUBE_ADMIN.to_lowercase()),
+            ("RoleSessionName", "short"),
+            ("DurationSeconds", "900"),
+        ],
+    );
+    let answer = send_v1(&emu.url, "POST", ALICE.1, &params).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    let lasts = parse_utc(
+        answer.json["Credentials"]["Expiration"]
+            .as_str()
+            .expect("exp"),
+    )
+    .expect("date")
+        - Utc::now();
+    assert!(
+        (TimeDelta::minutes(14)..=TimeDelta::minutes(16)).contains(&lasts),
+        "{lasts}"
+    );
+
+    // ACS3 (v2) signature, parameters in the query.
+    let (answer, _) = send_v2(
+        &emu.url,
+        ALICE,
+        None,
+        &now(),
+        "AssumeRole",
+        &[("RoleArn", KUBE_ADMIN), ("RoleSessionName", "v2-session")],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert_eq!(
+        answer.json["AssumedRoleUser"]["Arn"],
+        format!("acs:ram::{ACCOUNT}:assumed-role/KubeAdmin/v2-session").as_str()
+    );
+
+    // Refusals.
+    let assume = |key: (&'static str, &'static str), role: &str| {
+        let params = rpc_params(
+            "AssumeRole",
+            key.0,
+            &now(),
+            &[("RoleArn", role), ("RoleSessionName", "s1")],
+        );
+        let url = emu.url.clone();
+        async move { send_v1(&url, "GET", key.1, &params).await }
+    };
+    let answer = assume(ALICE, "acs:ram::1234567890123456:role/NoSuchRole").await;
+    assert_eq!((answer.status, answer.code()), (404, "EntityNotExist.Role"));
+    let answer = assume(CAROL, KUBE_ADMIN).await;
+    assert_eq!((answer.status, answer.code()), (403, "NoPermission"));
+    let answer = assume(ROOT, KUBE_ADMIN).await;
+    assert_eq!((answer.status, answer.code()), (403, "NoPermission"));
+    let auditor = "acs:ram::1234567890123456:role/CrossAccountAuditor";
+    let answer = assume(ALICE, auditor).await;
+    assert_eq!((answer.status, answer.code()), (403, "NoPermission"));
+    let answer = assume(CAROL, auditor).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    let params = rpc_params(
+        "AssumeRole",
+        ALICE.0,
+        &now(),
+        &[
+            ("RoleArn", KUBE_ADMIN),
+            ("RoleSessionName", "s1"),
+            ("DurationSeconds", "50000"),
+        ],
+    );
+    let answer = send_v1(&emu.url, "GET", ALICE.1, &params).await;
+    assert_eq!(
+        (answer.status, answer.code()),
+        (400, "InvalidParameter.DurationSeconds")
+    );
+}
+
+async fn set_fault(emu: &Emulator, body: Value) -> Answer {
+    read(
+        http()
+            .post(emu.admin("faults"))
+            .json(&body)
+            .send()
+            .await
+            .expect("admin"),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn injected_faults_and_their_count() {
+    let emu = Emulator::start(&[]);
+    let client = emu.client();
+    let ok = || v2_token(ALICE, None, &now());
+
+    let a = set_fault(&emu, serde_json::json!({"mode": "throttle"})).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.json["mode"], "throttle");
+    for _ in 0..3 {
+        let (answer, _) = send_v2(&emu.url, ALICE, None, &now(), "GetCallerIdentity", &[]).await;
+        assert_eq!((answer.status, answer.code()), (400, "Throttling.User"));
+        assert_error_shape(&answer, &[]);
+    }
+    assert!(matches!(
+        client.get_caller_identity(&ok()).await,
+        Err(StsError::Throttled { code }) if code == "Throttling.User"
+    ));
+
+    set_fault(&emu, serde_json::json!({"mode": "error"})).await;
+    let (answer, _) = send_v2(&emu.url, ALICE, None, &now(), "GetCallerIdentity", &[]).await;
+    assert_eq!((answer.status, answer.code()), (500, "InternalError"));
+    assert!(matches!(
+        client.get_caller_identity(&ok()).await,
+        Err(StsError::ServerError { status: 500, .. })
+    ));
+
+    set_fault(&emu, serde_json::json!({"mode": "slow", "delayMs": 400})).await;
+    let started = Instant::now();
+    client
+        .get_caller_identity(&ok())
+        .await
+        .expect("slow but fine");
+    assert!(started.elapsed() >= Duration::from_millis(400));
+
+    // count: the next two requests are throttled, then back to normal.
+    let a = set_fault(&emu, serde_json::json!({"mode": "throttle", "count": 2})).await;
+    assert_eq!(a.json["count"], 2);
+    for _ in 0..2 {
+        assert!(matches!(
+            client.get_caller_identity(&ok()).await,
+            Err(StsError::Throttled { .. })
+        ));
+    }
+    client
+        .get_caller_identity(&ok())
+        .await
+        .expect("fault used up");
+    let state = read(http().get(emu.admin("faults")).send().await.expect("get")).await;
+    assert_eq!(state.json["mode"], "none");
+
+    // A bad fault body is refused and changes nothing.
+    let a = set_fault(&emu, serde_json::json!({"mode": "explode"})).await;
+    assert_eq!(a.status, 400);
+    assert!(a.json["error"].as_str().is_some_and(|e| e.contains("mode")));
+    client.get_caller_identity(&ok()).await.expect("still fine");
+
+    // The initial fault from the command line.
+    let slow_start = Emulator::start(&["--fault", "error"]);
+    let (answer, _) = send_v2(
+        &slow_start.url,
+        ALICE,
+        None,
+        &now(),
+        "GetCallerIdentity",
+        &[],
+    )
+    .await;
+    assert_eq!((answer.status, answer.code()), (500, "InternalError"));
+    let slow = Emulator::start(&["--fault", "slow", "--delay-ms", "300"]);
+    let started = Instant::now();
+    slow.client()
+        .get_caller_identity(&ok())
+        .await
+        .expect("slow start");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}
+
+#[tokio::test]
+async fn stats_count_sts_requests_only_and_reset_clears() {
+    let emu = Emulator::start(&[]);
+    let client = emu.client();
+    let stats = || async {
+        read(http().get(emu.admin("stats")).send().await.expect("stats"))
+            .await
+            .json
+    };
+
+    client
+        .get_caller_identity(&v2_token(ALICE, None, &now()))
+        .await
+        .expect("ok");
+    client
+        .get_caller_identity(&v1_token(ALICE, None, &unique("n")))
+        .await
+        .expect("ok");
+    rejected(&client, &v2_token((ALICE.0, "bad"), None, &now())).await;
+    let params = rpc_params(
+        "AssumeRole",
+        ALICE.0,
+        &now(),
+        &[("RoleArn", KUBE_ADMIN), ("RoleSessionName", "s1")],
+    );
+    assert_eq!(send_v1(&emu.url, "GET", ALICE.1, &params).await.status, 200);
+    // Admin calls, known or not, are not STS requests.
+    let a = read(
+        http()
+            .get(emu.admin("nothing"))
+            .send()
+            .await
+            .expect("admin"),
+    )
+    .await;
+    assert_eq!(a.status, 404);
+    let _ = stats().await;
+
+    let s = stats().await;
+    assert_eq!(s["requests"], 4, "{s}");
+    assert_eq!(s["byAction"]["GetCallerIdentity"], 3, "{s}");
+    assert_eq!(s["byAction"]["AssumeRole"], 1, "{s}");
+    assert_eq!(s["byCode"]["Success"], 3, "{s}");
+    assert_eq!(s["byCode"]["SignatureDoesNotMatch"], 1, "{s}");
+
+    // Faulted requests count too; reset zeroes the counts and clears the fault.
+    set_fault(&emu, serde_json::json!({"mode": "throttle"})).await;
+    rejected_throttled(&client).await;
+    let s = stats().await;
+    assert_eq!(s["requests"], 5, "{s}");
+    assert_eq!(s["byCode"]["Throttling.User"], 1, "{s}");
+    let a = read(http().post(emu.admin("reset")).send().await.expect("reset")).await;
+    assert_eq!(a.status, 200);
+    let s = stats().await;
+    assert_eq!(s["requests"], 0, "{s}");
+    assert_eq!(s["byAction"], serde_json::json!({}), "{s}");
+    assert_eq!(s["byCode"], serde_json::json!({}), "{s}");
+    client
+        .get_caller_identity(&v2_token(ALICE, None, &now()))
+        .await
+        .expect("fault cleared by reset");
+    assert_eq!(stats().await["requests"], 1);
+}
+
+async fn rejected_throttled(client: &StsClient) {
+    assert!(matches!(
+        client
+            .get_caller_identity(&v2_token(ALICE, None, &now()))
+            .await,
+        Err(StsError::Throttled { .. })
+    ));
+}
+
+#[tokio::test]
+async fn https_with_a_self_signed_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .expect("certificate");
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, certified.cert.pem()).expect("write cert");
+    std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write key");
+
+    let emu = Emulator::start(&[
+        "--tls-cert",
+        cert.to_str().expect("path"),
+        "--tls-key",
+        key.to_str().expect("path"),
+    ]);
+    assert!(emu.url.starts_with("https://127.0.0.1:"), "{}", emu.url);
+    let client = client_for(&emu.url, Some(cert.clone()));
+    let identity = client
+        .get_caller_identity(&v2_token(ALICE, None, &now()))
+        .await
+        .expect("over TLS");
+    assert_eq!(identity.arn, format!("acs:ram::{ACCOUNT}:user/alice"));
+    let identity = client
+        .get_caller_identity(&v1_token(BOB, Some(BOB_TOKEN), &unique("n")))
+        .await
+        .expect("v1 over TLS");
+    assert_eq!(identity.role_id.as_deref(), Some("3001"));
+
+    // Without trusting the certificate the connection fails.
+    let untrusting = client_for(&emu.url, None);
+    assert!(matches!(
+        untrusting
+            .get_caller_identity(&v2_token(ALICE, None, &now()))
+            .await,
+        Err(StsError::Unavailable(_))
+    ));
+
+    // Unusable TLS files: exit 2 with the reason.
+    let (status, err) = Emulator::start_raw(&[
+        "--keys",
+        example_keys().to_str().expect("path"),
+        "--tls-cert",
+        key.to_str().expect("path"),
+        "--tls-key",
+        key.to_str().expect("path"),
+    ])
+    .err()
+    .expect("refused");
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "{err}");
+    assert!(err.contains("no PEM certificate"), "{err}");
+}
+
+#[tokio::test]
+async fn bad_keys_files_exit_2_naming_the_problem() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        ("keys:\n  - accessKeyId: A\n", "keys[0]"),
+        (
+            "keys:\n  - {accessKeyId: A, accessKeySecret: s, identity: {type: RAMUser, accountId: \"1\", userName: u}}\n",
+            "userId",
+        ),
+        (
+            "keys:\n  - {accessKeyId: A, accessKeySecret: s, identity: {type: Account, accountId: \"1\"}}\n  - {accessKeyId: A, accessKeySecret: t, identity: {type: Account, accountId: \"1\"}}\n",
+            "listed more than once",
+        ),
+        (
+            "keys:\n  - {accessKeyId: A, accessKeySecret: s, identity: {type: Account, accountId: \"1\"}}\nroles:\n  - {arn: \"acs:ram::1:role/R\", roleId: \"9\", trustedAccessKeyIds: [B]}\n",
+            "roles[0].trustedAccessKeyIds",
+        ),
+        ("keys: [}", "keys file"),
+        ("", "no keys"),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("keys-{i}.yaml"));
+        std::fs::write(&path, text).expect("write");
+        let (status, err) = Emulator::start_raw(&["--keys", path.to_str().expect("path")])
+            .err()
+            .expect("refused");
+        assert_eq!(status.and_then(|s| s.code()), Some(2), "{text}: {err}");
+        assert!(err.contains(want), "{text}: want {want:?} in {err}");
+        assert!(
+            err.contains(&format!("keys-{i}.yaml")),
+            "names the file: {err}"
+        );
+    }
+    let (status, err) = Emulator::start_raw(&["--keys", "/nonexistent/keys.yaml"])
+        .err()
+        .expect("refused");
+    assert_eq!(status.and_then(|s| s.code()), Some(2));
+    assert!(
+        err.contains("cannot read the keys file /nonexistent/keys.yaml"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_stops_cleanly_and_logs_name_keys_but_no_secrets() {
+    let mut emu = Emulator::start(&["--log-format", "json"]);
+    let client = emu.client();
+    let v2 = v2_token(BOB, Some(BOB_TOKEN), &now());
+    client.get_caller_identity(&v2).await.expect("v2");
+    let v1 = v1_token(BOB, Some(BOB_TOKEN), &unique("n"));
+    client.get_caller_identity(&v1).await.expect("v1");
+    rejected(&client, &v2_token((ALICE.0, "bad"), None, &now())).await;
+
+    let status = emu.terminate();
+    assert!(status.success(), "{status:?}");
+    let log = emu.stderr_text();
+    let lines: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == "sts request")
+        .collect();
+    assert_eq!(lines.len(), 3, "{log}");
+    for line in &lines {
+        for field in [
+            "method",
+            "action",
+            "access_key_id",
+            "format",
+            "code",
+            "duration_ms",
+        ] {
+            assert!(!line[field].is_null(), "{field} missing in {line}");
+        }
+    }
+    assert_eq!(lines[0]["access_key_id"], BOB.0);
+    assert_eq!(lines[0]["format"], "v2");
+    assert_eq!(lines[1]["format"], "v1");
+    assert_eq!(lines[1]["method"], "GET");
+    assert_eq!(lines[2]["code"], "SignatureDoesNotMatch");
+    assert!(log.contains("shutting down"), "{log}");
+
+    let mut secrets = vec![
+        BOB_TOKEN.to_string(),
+        BOB.1.to_string(),
+        ALICE.1.to_string(),
+    ];
+    if let ram_authenticator::token::Wire::V2 { authorization, .. } = &v2.wire {
+        let auth = acs3::Authorization::parse(authorization).expect("auth");
+        secrets.push(auth.signature);
+    }
+    if let ram_authenticator::token::Wire::V1 { params } = &v1.wire {
+        let sig = params
+            .iter()
+            .find(|(k, _)| k == "Signature")
+            .expect("signature");
+        secrets.push(sig.1.clone());
+        secrets.push(percent_encode(&sig.1));
+    }
+    secrets.push(percent_encode(BOB_TOKEN));
+    for secret in secrets {
+        assert!(!log.contains(&secret), "the log leaks {secret:?}:\n{log}");
+    }
+}
