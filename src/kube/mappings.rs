@@ -125,6 +125,10 @@ impl CrdSource {
             }
             Event::Apply(obj) => {
                 if let Some((name, parsed)) = self.parse(&obj) {
+                    if state.objects.get(&name) == Some(&parsed) {
+                        // Only metadata or status changed (e.g. our own status write).
+                        return;
+                    }
                     if let Ok(e) = &parsed {
                         tracing::info!(source = SOURCE, object = %name, arn = %e.arn, username = %e.username.as_str(), "RAMIdentityMapping applied");
                     }
