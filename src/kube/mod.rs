@@ -127,8 +127,8 @@ impl Backoff for ExpBackoff {
     }
 }
 
-/// Builds the Kubernetes client: from `kubeconfig` when given, else in-cluster configuration
-/// or the usual kubeconfig lookup (`$KUBECONFIG`, `~/.kube/config`).
+/// Builds the Kubernetes client: from `kubeconfig` when given, else from `$KUBECONFIG` or
+/// `~/.kube/config` when present, else the pod's in-cluster configuration.
 pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, ClientError> {
     let config = match kubeconfig {
         Some(path) => {
