@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ::kube::config::{KubeConfigOptions, Kubeconfig};
-use ::kube::runtime::utils::Backoff;
+use ::kube::runtime::utils::{Backoff, ResetTimerBackoff};
 use ::kube::{Client, Config};
 
 use crate::config::BackendMode;
@@ -88,8 +88,13 @@ impl WatchOptions {
         config
     }
 
-    pub(crate) fn backoff(&self) -> ExpBackoff {
-        ExpBackoff::new(self.backoff_min, self.backoff_max)
+    /// The watch's backoff; like kube-rs' default, it also starts over after two minutes
+    /// without failures (bookmarks alone do not count as successes).
+    pub(crate) fn backoff(&self) -> ResetTimerBackoff<ExpBackoff> {
+        ResetTimerBackoff::new(
+            ExpBackoff::new(self.backoff_min, self.backoff_max),
+            Duration::from_secs(120),
+        )
     }
 }
 
@@ -233,7 +238,7 @@ where
 pub(crate) async fn run_watch<K, E, R>(
     api: ::kube::Api<K>,
     config: ::kube::runtime::watcher::Config,
-    backoff: ExpBackoff,
+    backoff: impl Backoff,
     mut on_event: E,
     mut on_error: R,
 ) where
