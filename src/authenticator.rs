@@ -195,35 +195,58 @@ impl Authenticator {
 
     /// Authenticates one token.
     pub async fn authenticate(&self, token_text: &str) -> Outcome {
-        let digest: [u8; 32] = Sha256::digest(token_text.as_bytes()).into();
-        let mut outcome = Outcome {
-            decision: Err(Denial::Audience),
+        let parsed = token::parse(token_text);
+        let (access_key_id, format) = match &parsed {
+            Ok(req) => (Some(req.access_key_id.0.clone()), Some(req.format.as_str())),
+            Err(_) => (None, None),
+        };
+        let (decision, identity, cache_hit) = self.decide(token_text, parsed).await;
+        Outcome {
+            decision,
             token_hash: short_hash(token_text),
-            access_key_id: None,
-            format: None,
-            arn: None,
-            account_id: None,
-            cache_hit: false,
-        };
-        let now = self.clock.now();
-        let req = match token::parse(token_text) {
-            Ok(req) => req,
-            Err(e) => {
-                outcome.decision = Err(e.into());
-                return outcome;
-            }
-        };
-        outcome.access_key_id = Some(req.access_key_id.0.clone());
-        outcome.format = Some(req.format.as_str());
-        if let Err(e) = token::check(&req, &self.cluster_id, now) {
-            outcome.decision = Err(e.into());
-            return outcome;
+            access_key_id,
+            format,
+            arn: identity.as_ref().map(|i| i.arn.clone()),
+            account_id: identity.as_ref().map(|i| i.account_id.clone()),
+            cache_hit,
         }
+    }
 
+    /// The decision for a parsed token, the identity STS confirmed (if any) and whether the
+    /// cache answered.
+    async fn decide(
+        &self,
+        token_text: &str,
+        parsed: Result<token::SignedRequest, TokenError>,
+    ) -> (Result<User, Denial>, Option<Arc<Identity>>, bool) {
+        let now = self.clock.now();
+        let req =
+            match parsed.and_then(|req| token::check(&req, &self.cluster_id, now).map(|()| req)) {
+                Ok(req) => req,
+                Err(e) => return (Err(e.into()), None, false),
+            };
+        match self.confirm(token_text, req, now).await {
+            Err(denial) => (Err(denial), None, false),
+            Ok((Verdict::Rejected(e), hit)) => (Err(Denial::Sts(e)), None, hit),
+            Ok((Verdict::Confirmed(identity), hit)) => {
+                let decision = self.chain.map(&identity).map_err(Denial::from);
+                (decision, Some(identity), hit)
+            }
+        }
+    }
+
+    /// What STS said of a token that passed the local checks: from the cache, or from one STS
+    /// call shared by every concurrent review of the same token. Returns whether it was a hit.
+    async fn confirm(
+        &self,
+        token_text: &str,
+        req: token::SignedRequest,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<(Verdict, bool), Denial> {
+        let digest: [u8; 32] = Sha256::digest(token_text.as_bytes()).into();
         if let Some(hit) = self.cache.get(&digest).await {
             self.metrics.cache_hits.inc();
-            outcome.cache_hit = true;
-            return self.finish(outcome, hit.verdict);
+            return Ok((hit.verdict, true));
         }
         self.metrics.cache_misses.inc();
 
@@ -256,27 +279,12 @@ impl Authenticator {
             .cache_entries
             .set(i64::try_from(self.cache.entry_count()).unwrap_or(i64::MAX));
         match result {
-            Ok(value) => self.finish(outcome, value.verdict),
-            Err(e) => {
-                outcome.decision = Err(match &*e {
-                    StsError::BadResponse(m) => Denial::BadIdentity(m.clone()),
-                    other => Denial::Sts(other.clone()),
-                });
-                outcome
-            }
+            Ok(value) => Ok((value.verdict, false)),
+            Err(e) => Err(match &*e {
+                StsError::BadResponse(m) => Denial::BadIdentity(m.clone()),
+                other => Denial::Sts(other.clone()),
+            }),
         }
-    }
-
-    fn finish(&self, mut outcome: Outcome, verdict: Verdict) -> Outcome {
-        match verdict {
-            Verdict::Rejected(e) => outcome.decision = Err(Denial::Sts(e)),
-            Verdict::Confirmed(identity) => {
-                outcome.arn = Some(identity.arn.clone());
-                outcome.account_id = Some(identity.account_id.clone());
-                outcome.decision = self.chain.map(&identity).map_err(Denial::from);
-            }
-        }
-        outcome
     }
 
     /// The time used for date checks.
