@@ -52,17 +52,13 @@ pub fn run(args: &InitArgs) -> anyhow::Result<i32> {
         args.port,
         &pair.cert_pem,
     )?;
-    println!(
-        "{} {}",
-        if pair.created { "wrote" } else { "reused" },
-        pair.cert_path.display()
-    );
-    println!(
-        "{} {}",
-        if pair.created { "wrote" } else { "reused" },
-        pair.key_path.display()
-    );
-    println!("wrote {}", kubeconfig.display());
+    let verb = if pair.created { "wrote" } else { "reused" };
+    crate::cli::emit(&format!(
+        "{verb} {}\n{verb} {}\nwrote {}\n",
+        pair.cert_path.display(),
+        pair.key_path.display(),
+        kubeconfig.display()
+    ))?;
     Ok(0)
 }
 

@@ -131,9 +131,12 @@ pub fn check_config(args: &CheckConfigArgs) -> anyhow::Result<i32> {
         }
     };
     let settings = Settings::resolve(&ServerArgs::default(), Some(&config))?;
-    println!("config file {} is valid", args.config.display());
-    println!("  clusterID: {}", settings.cluster_id);
-    println!(
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "config file {} is valid", args.config.display());
+    let _ = writeln!(out, "  clusterID: {}", settings.cluster_id);
+    let _ = writeln!(
+        out,
         "  backends: {}",
         settings
             .backends
@@ -142,16 +145,25 @@ pub fn check_config(args: &CheckConfigArgs) -> anyhow::Result<i32> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    println!("  STS endpoint: {}", settings.sts.endpoint);
+    let _ = writeln!(out, "  STS endpoint: {}", settings.sts.endpoint);
     for r in &config.server.map_roles {
-        println!("  role {} -> {} {:?}", r.role_arn, r.username, r.groups);
+        let _ = writeln!(
+            out,
+            "  role {} -> {} {:?}",
+            r.role_arn, r.username, r.groups
+        );
     }
     for u in &config.server.map_users {
-        println!("  user {} -> {} {:?}", u.user_arn, u.username, u.groups);
+        let _ = writeln!(
+            out,
+            "  user {} -> {} {:?}",
+            u.user_arn, u.username, u.groups
+        );
     }
     for a in &config.server.map_accounts {
-        println!("  account {a} -> its canonical ARNs");
+        let _ = writeln!(out, "  account {a} -> its canonical ARNs");
     }
+    crate::cli::emit(&out)?;
     Ok(0)
 }
 
@@ -314,8 +326,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
         backends = ?settings.backends.iter().map(|b| b.as_str()).collect::<Vec<_>>(),
         "ram-authenticator serving"
     );
-    println!("serving https://{tls_local}/authenticate");
-    println!("health http://{health_local}");
+    // Start-up lines on stdout, for scripts and tests; a closed stdout is not fatal.
+    let _ = crate::cli::emit(&format!(
+        "serving https://{tls_local}/authenticate\nhealth http://{health_local}\n"
+    ));
 
     let shutdown = install_shutdown();
     let server = http::serve_tls(
