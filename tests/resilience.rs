@@ -281,3 +281,36 @@ async fn certificate_reload_is_picked_up_by_new_connections() {
     );
     assert!(server.proc.stderr().contains("keeping the current one"));
 }
+
+#[tokio::test]
+async fn second_signal_exits_at_once() {
+    let (_dir, emu, mut server) = start(&["--shutdown-grace-seconds", "30"]);
+    let client = server.client();
+    emu.fault("slow", 5000);
+    let url = server.url.clone();
+    let token = v2_token("LTAI5tAlice", "AliceSecret", None, CLUSTER);
+    let _in_flight = tokio::spawn(async move {
+        let body = serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}});
+        let _ = client.post(&url).json(&body).send().await;
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.proc.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        server.proc.child.try_wait().expect("wait").is_none(),
+        "still draining after the first signal"
+    );
+    let started = Instant::now();
+    server.proc.signal("INT");
+    let status = loop {
+        if let Some(s) = server.proc.child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the second signal did not end the process"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(130));
+}
