@@ -2,10 +2,14 @@
 //!
 //! The cache remembers what STS confirmed, under a SHA-256 of the token (never the token), until
 //! the token's signing date + 15 minutes or the configured TTL, whichever is sooner. Concurrent
-//! reviews of the same new token make one STS call (moka's single flight). STS's verdicts on a
-//! token (4xx such as `SignatureDoesNotMatch`) are remembered briefly; transient failures
-//! (throttling, 5xx, timeouts) are not. Identities are cached, mappings are applied on every
-//! review, so mapping changes take effect at once.
+//! reviews of the same new token make one STS call (the first review holds the cache slot, the
+//! others wait for what it puts there). STS's verdicts on a token (4xx such as
+//! `SignatureDoesNotMatch`) are remembered briefly; transient failures (throttling, 5xx,
+//! timeouts) are handed to the reviews that waited for them and then forgotten. Identities are
+//! cached, mappings are applied on every review, so mapping changes take effect at once.
+//!
+//! An entry is small (a hash, one packed string and a deadline: about 250 bytes in all), so the
+//! default bound of 100,000 identities stays within a few tens of MiB.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -14,7 +18,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use sha2::{Digest, Sha256};
 
-use crate::mapping::{Chain, Identity, MappingError, User};
+use crate::mapping::{principal_of, Chain, Identity, MappingError, User};
 use crate::metrics::{AuthResult, Metrics};
 use crate::sts::{StsClient, StsError};
 use crate::token::{self, TokenError};
@@ -41,29 +45,51 @@ impl Default for CacheSettings {
     }
 }
 
+/// What the cache holds for a token.
 #[derive(Clone, Debug)]
-enum Verdict {
-    Confirmed(Arc<Identity>),
-    Rejected(StsError),
+enum Cached {
+    /// STS confirmed the identity: `AccountId`, `Arn` and `PrincipalId`, packed in one string.
+    Confirmed {
+        packed: Box<str>,
+        expires_at: Instant,
+    },
+    /// STS judged the token (a 4xx).
+    Rejected(Box<(StsError, Instant)>),
+    /// STS could not answer; given to the reviews that waited for this call, never kept.
+    Transient(Box<StsError>),
 }
 
-#[derive(Clone, Debug)]
-struct CacheValue {
-    verdict: Verdict,
-    expires_at: Instant,
-}
-
-struct ValueExpiry;
-
-impl moka::Expiry<[u8; 32], CacheValue> for ValueExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &[u8; 32],
-        value: &CacheValue,
-        created_at: Instant,
-    ) -> Option<Duration> {
-        Some(value.expires_at.saturating_duration_since(created_at))
+impl Cached {
+    fn is_fresh(&self, now: Instant) -> bool {
+        match self {
+            Self::Confirmed { expires_at, .. } => *expires_at > now,
+            Self::Rejected(r) => r.1 > now,
+            Self::Transient(_) => false,
+        }
     }
+}
+
+/// Packs the parts of STS's answer that identities are rebuilt from.
+fn pack(account_id: &str, arn: &str, principal_id: &str) -> Result<Box<str>, StsError> {
+    if [account_id, arn, principal_id]
+        .iter()
+        .any(|p| p.contains('\n'))
+    {
+        return Err(StsError::BadResponse(
+            "identity field with a line break".into(),
+        ));
+    }
+    Ok(format!("{account_id}\n{arn}\n{principal_id}").into_boxed_str())
+}
+
+fn unpack(packed: &str, access_key_id: &str) -> Result<Identity, StsError> {
+    let mut parts = packed.splitn(3, '\n');
+    let (Some(account), Some(arn), Some(principal)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(StsError::BadResponse("corrupt cache entry".into()));
+    };
+    Identity::from_parts(account, arn, principal, access_key_id)
+        .map_err(|e| StsError::BadResponse(format!("identity ARN: {e}")))
 }
 
 /// Why a review was denied.
@@ -143,7 +169,7 @@ pub struct Authenticator {
     clock: Arc<dyn Clock>,
     sts: StsClient,
     chain: Chain,
-    cache: moka::future::Cache<[u8; 32], CacheValue>,
+    cache: quick_cache::sync::Cache<[u8; 32], Cached>,
     cache_settings: CacheSettings,
     metrics: Arc<Metrics>,
     scrubbed_accounts: HashSet<String>,
@@ -159,10 +185,11 @@ impl Authenticator {
         metrics: Arc<Metrics>,
         scrubbed_accounts: impl IntoIterator<Item = String>,
     ) -> Self {
-        let cache = moka::future::Cache::builder()
-            .max_capacity(cache_settings.max_entries)
-            .expire_after(ValueExpiry)
-            .build();
+        let cache = quick_cache::sync::Cache::new(
+            usize::try_from(cache_settings.max_entries)
+                .unwrap_or(usize::MAX)
+                .max(1),
+        );
         Self {
             cluster_id,
             clock,
@@ -190,7 +217,7 @@ impl Authenticator {
 
     /// Identities currently cached.
     pub fn cached_entries(&self) -> u64 {
-        self.cache.entry_count()
+        self.cache.len() as u64
     }
 
     /// Authenticates one token.
@@ -207,7 +234,7 @@ impl Authenticator {
             access_key_id,
             format,
             arn: identity.as_ref().map(|i| i.arn.clone()),
-            account_id: identity.as_ref().map(|i| i.account_id.clone()),
+            account_id: identity.map(|i| i.account_id),
             cache_hit,
         }
     }
@@ -218,7 +245,7 @@ impl Authenticator {
         &self,
         token_text: &str,
         parsed: Result<token::SignedRequest, TokenError>,
-    ) -> (Result<User, Denial>, Option<Arc<Identity>>, bool) {
+    ) -> (Result<User, Denial>, Option<Identity>, bool) {
         let now = self.clock.now();
         let req =
             match parsed.and_then(|req| token::check(&req, &self.cluster_id, now).map(|()| req)) {
@@ -226,9 +253,8 @@ impl Authenticator {
                 Err(e) => return (Err(e.into()), None, false),
             };
         match self.confirm(token_text, req, now).await {
-            Err(denial) => (Err(denial), None, false),
-            Ok((Verdict::Rejected(e), hit)) => (Err(Denial::Sts(e)), None, hit),
-            Ok((Verdict::Confirmed(identity), hit)) => {
+            (Err(denial), hit) => (Err(denial), None, hit),
+            (Ok(identity), hit) => {
                 let decision = self.chain.map(&identity).map_err(Denial::from);
                 (decision, Some(identity), hit)
             }
@@ -236,54 +262,81 @@ impl Authenticator {
     }
 
     /// What STS said of a token that passed the local checks: from the cache, or from one STS
-    /// call shared by every concurrent review of the same token. Returns whether it was a hit.
+    /// call shared by every concurrent review of the same token. Also says whether the cache
+    /// answered.
     async fn confirm(
         &self,
         token_text: &str,
         req: token::SignedRequest,
         now: chrono::DateTime<Utc>,
-    ) -> Result<(Verdict, bool), Denial> {
+    ) -> (Result<Identity, Denial>, bool) {
         let digest: [u8; 32] = Sha256::digest(token_text.as_bytes()).into();
-        if let Some(hit) = self.cache.get(&digest).await {
+        let access_key_id = req.access_key_id.0.clone();
+        let (cached, hit) = loop {
+            match self.cache.get_value_or_guard_async(&digest).await {
+                Ok(value) if value.is_fresh(Instant::now()) => break (value, true),
+                // Handed over by the review that made the STS call this one waited for.
+                Ok(value @ Cached::Transient(_)) => break (value, false),
+                Ok(_) => {
+                    self.cache
+                        .remove_if(&digest, |v| !v.is_fresh(Instant::now()));
+                }
+                Err(guard) => {
+                    self.metrics.cache_misses.inc();
+                    let value = self.fetch(&req, now).await;
+                    let transient = matches!(value, Cached::Transient(_));
+                    let _ = guard.insert(value.clone());
+                    if transient {
+                        self.cache.remove(&digest);
+                    }
+                    self.metrics
+                        .cache_entries
+                        .set(i64::try_from(self.cache.len()).unwrap_or(i64::MAX));
+                    break (value, false);
+                }
+            }
+        };
+        if hit {
             self.metrics.cache_hits.inc();
-            return Ok((hit.verdict, true));
         }
-        self.metrics.cache_misses.inc();
+        let result = match cached {
+            Cached::Confirmed { packed, .. } => {
+                unpack(&packed, &access_key_id).map_err(|e| match e {
+                    StsError::BadResponse(m) => Denial::BadIdentity(m),
+                    other => Denial::Sts(other),
+                })
+            }
+            Cached::Rejected(r) => Err(Denial::Sts(r.0)),
+            Cached::Transient(e) => Err(match *e {
+                StsError::BadResponse(m) => Denial::BadIdentity(m),
+                other => Denial::Sts(other),
+            }),
+        };
+        (result, hit)
+    }
 
+    /// One STS call, turned into what the cache keeps.
+    async fn fetch(&self, req: &token::SignedRequest, now: chrono::DateTime<Utc>) -> Cached {
         // Token life left, measured on the injected clock, as a monotonic deadline.
         let life_left = (req.valid_until() - now).to_std().unwrap_or(Duration::ZERO);
-        let access_key_id = req.access_key_id.0.clone();
-        let sts = self.sts.clone();
-        let settings = self.cache_settings.clone();
-        let result = self
-            .cache
-            .try_get_with(digest, async move {
-                match sts.get_caller_identity(&req).await {
-                    Ok(ci) => {
-                        let identity = Identity::from_sts(&ci, &access_key_id)
-                            .map_err(|e| StsError::BadResponse(format!("identity ARN: {e}")))?;
-                        Ok(CacheValue {
-                            verdict: Verdict::Confirmed(Arc::new(identity)),
-                            expires_at: Instant::now() + settings.ttl.min(life_left),
-                        })
-                    }
-                    Err(e) if e.is_verdict_on_token() => Ok(CacheValue {
-                        verdict: Verdict::Rejected(e),
-                        expires_at: Instant::now() + settings.negative_ttl.min(life_left),
-                    }),
-                    Err(e) => Err(e),
-                }
-            })
-            .await;
-        self.metrics
-            .cache_entries
-            .set(i64::try_from(self.cache.entry_count()).unwrap_or(i64::MAX));
-        match result {
-            Ok(value) => Ok((value.verdict, false)),
-            Err(e) => Err(match &*e {
-                StsError::BadResponse(m) => Denial::BadIdentity(m.clone()),
-                other => Denial::Sts(other.clone()),
-            }),
+        let settings = &self.cache_settings;
+        let checked = |ci: crate::sts::CallerIdentity| {
+            let principal = principal_of(&ci);
+            let packed = pack(&ci.account_id, &ci.arn, &principal)?;
+            // Refuse an identity that cannot be mapped before remembering it.
+            unpack(&packed, &req.access_key_id.0)?;
+            Ok::<_, StsError>(packed)
+        };
+        match self.sts.get_caller_identity(req).await.and_then(checked) {
+            Ok(packed) => Cached::Confirmed {
+                packed,
+                expires_at: Instant::now() + settings.ttl.min(life_left),
+            },
+            Err(e) if e.is_verdict_on_token() => Cached::Rejected(Box::new((
+                e,
+                Instant::now() + settings.negative_ttl.min(life_left),
+            ))),
+            Err(e) => Cached::Transient(Box::new(e)),
         }
     }
 

@@ -1,6 +1,11 @@
 //! Logging set-up: `tracing` with `RUST_LOG`-style filtering (default `info`), text or JSON
 //! lines on stderr.
+//!
+//! Lines are handed to a writer thread (`tracing-appender`), so a review never waits for a
+//! write to stderr. The queue is not lossy: when it is full, logging waits rather than dropping
+//! audit lines. Keep the returned guard alive until exit: dropping it flushes what is queued.
 
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 /// Output format of the logs.
@@ -11,13 +16,21 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber; a second call is a no-op.
-pub fn init(format: LogFormat) {
+/// Installs the global subscriber and returns the guard of its writer thread. A second call
+/// installs nothing.
+#[must_use = "dropping the guard stops the log writer"]
+pub fn init(format: LogFormat) -> WorkerGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(16_384)
+        .thread_name("log-writer")
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        .with_writer(writer)
+        .with_ansi(ansi);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder
@@ -26,4 +39,5 @@ pub fn init(format: LogFormat) {
             .with_current_span(false)
             .try_init(),
     };
+    guard
 }

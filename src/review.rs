@@ -3,8 +3,7 @@
 //! The answer always has the request's apiVersion and kind `TokenReview`. A deny always carries
 //! a non-empty `status.error` saying why.
 
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use crate::mapping::User;
 use crate::types::Secret;
@@ -125,48 +124,95 @@ pub fn audiences(
     }
 }
 
-/// An allow answer.
-pub fn encode_allow(api_version: ApiVersion, user: &User, audiences: Option<Vec<String>>) -> Value {
-    let mut status = json!({
-        "authenticated": true,
-        "user": {
-            "username": user.username,
-            "uid": user.uid,
-            "groups": user.groups,
-            "extra": user.extra,
-        },
-    });
-    if let Some(a) = audiences {
-        status["audiences"] = json!(a);
-    }
-    envelope(api_version, status)
+/// A TokenReview answer, serialised as kube-apiserver expects it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Answer<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    metadata: Metadata,
+    spec: Empty,
+    status: Status<'a>,
 }
 
-/// A deny answer with its reason in `status.error`.
-pub fn encode_deny(api_version: ApiVersion, error: &str) -> Value {
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Metadata {
+    creation_timestamp: Option<()>,
+}
+
+#[derive(Debug, Serialize)]
+struct Empty {}
+
+#[derive(Debug, Serialize)]
+struct Status<'a> {
+    authenticated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<UserInfo<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audiences: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+#[derive(Debug, Serialize)]
+struct UserInfo<'a> {
+    username: &'a str,
+    uid: &'a str,
+    groups: &'a [String],
+    extra: &'a std::collections::BTreeMap<String, Vec<String>>,
+}
+
+fn answer(api_version: ApiVersion, status: Status<'_>) -> Answer<'_> {
+    Answer {
+        api_version: api_version.as_str(),
+        kind: "TokenReview",
+        metadata: Metadata {
+            creation_timestamp: None,
+        },
+        spec: Empty {},
+        status,
+    }
+}
+
+/// An allow answer.
+pub fn encode_allow(
+    api_version: ApiVersion,
+    user: &User,
+    audiences: Option<Vec<String>>,
+) -> Answer<'_> {
+    answer(
+        api_version,
+        Status {
+            authenticated: true,
+            user: Some(UserInfo {
+                username: &user.username,
+                uid: &user.uid,
+                groups: &user.groups,
+                extra: &user.extra,
+            }),
+            audiences,
+            error: None,
+        },
+    )
+}
+
+/// A deny answer with its reason in `status.error` (never empty).
+pub fn encode_deny(api_version: ApiVersion, error: &str) -> Answer<'_> {
     let error = if error.is_empty() {
         "authentication failed"
     } else {
         error
     };
-    envelope(
+    answer(
         api_version,
-        json!({
-            "authenticated": false,
-            "user": {},
-            "error": error,
-        }),
+        Status {
+            authenticated: false,
+            user: None,
+            audiences: None,
+            error: Some(error),
+        },
     )
-}
-
-fn envelope(api_version: ApiVersion, status: Value) -> Value {
-    json!({
-        "apiVersion": api_version.as_str(),
-        "kind": "TokenReview",
-        "metadata": { "creationTimestamp": Value::Null },
-        "spec": {},
-        "status": status,
-    })
 }
 
 #[cfg(test)]
@@ -217,7 +263,7 @@ mod tests {
 
     #[test]
     fn deny_always_has_an_error() {
-        let v = encode_deny(ApiVersion::V1, "");
+        let v = serde_json::to_value(encode_deny(ApiVersion::V1, "")).expect("json");
         assert_eq!(v["status"]["error"], "authentication failed");
         assert_eq!(v["kind"], "TokenReview");
         assert_eq!(v["apiVersion"], "authentication.k8s.io/v1");

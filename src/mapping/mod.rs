@@ -24,6 +24,16 @@ use crate::sts::CallerIdentity;
 pub use index::{Entry, Index};
 pub use template::Template;
 
+/// The principal ID of STS's answer: `PrincipalId`, else `UserId`, else `RoleId`, else the
+/// account (a root identity).
+pub fn principal_of(ci: &CallerIdentity) -> String {
+    ci.principal_id
+        .clone()
+        .or_else(|| ci.user_id.clone())
+        .or_else(|| ci.role_id.clone())
+        .unwrap_or_else(|| ci.account_id.clone())
+}
+
 /// Prefix of `user.uid`, kept from ack-ram-authenticator.
 pub const UID_PREFIX: &str = "ack-ram-authenticator";
 
@@ -45,29 +55,33 @@ pub struct Identity {
 impl Identity {
     /// Normalises STS's answer.
     pub fn from_sts(ci: &CallerIdentity, access_key_id: &str) -> Result<Self, ArnError> {
-        let arn = Arn::parse(&ci.arn)?;
-        let principal_id = ci
-            .principal_id
-            .clone()
-            .or_else(|| ci.user_id.clone())
-            .or_else(|| ci.role_id.clone())
-            .unwrap_or_else(|| ci.account_id.clone());
+        Self::from_parts(&ci.account_id, &ci.arn, &principal_of(ci), access_key_id)
+    }
+
+    /// Builds the identity from the account, the ARN and the principal ID STS returned.
+    pub fn from_parts(
+        account_id: &str,
+        arn: &str,
+        principal_id: &str,
+        access_key_id: &str,
+    ) -> Result<Self, ArnError> {
+        let parsed = Arn::parse(arn)?;
         let (user_id, session_name) = match principal_id.split_once(':') {
             Some((u, s)) => (u.to_string(), s.to_string()),
-            None => (principal_id.clone(), String::new()),
+            None => (principal_id.to_string(), String::new()),
         };
         let session_name = if session_name.is_empty() {
-            arn.session_name().to_string()
+            parsed.session_name().to_string()
         } else {
             session_name
         };
         Ok(Self {
-            account_id: ci.account_id.clone(),
-            arn: ci.arn.clone(),
-            canonical_arn: arn.canonical(),
+            account_id: account_id.to_string(),
+            arn: arn.to_string(),
+            canonical_arn: parsed.canonical(),
             user_id,
             session_name,
-            principal_id,
+            principal_id: principal_id.to_string(),
             access_key_id: access_key_id.to_string(),
         })
     }

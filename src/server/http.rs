@@ -135,7 +135,7 @@ async fn authenticate(State(state): State<Arc<AppState>>, body: Bytes) -> Respon
     };
     let arn = outcome.arn.as_deref().map(shown).unwrap_or_default();
     let elapsed = started.elapsed();
-    let answer = match decision {
+    match decision {
         Ok((user, auds)) => {
             state.metrics.observe_review(AuthResult::success, elapsed);
             tracing::info!(
@@ -155,7 +155,7 @@ async fn authenticate(State(state): State<Arc<AppState>>, body: Bytes) -> Respon
                 api_version = request.api_version.as_str(),
                 "review"
             );
-            review::encode_allow(request.api_version, &user, auds)
+            Json(review::encode_allow(request.api_version, &user, auds)).into_response()
         }
         Err(denial) => {
             state.metrics.observe_review(denial.result(), elapsed);
@@ -179,10 +179,9 @@ async fn authenticate(State(state): State<Arc<AppState>>, body: Bytes) -> Respon
                 error = %error,
                 "review"
             );
-            review::encode_deny(request.api_version, &error)
+            Json(review::encode_deny(request.api_version, &error)).into_response()
         }
-    };
-    Json(answer).into_response()
+    }
 }
 
 /// Serves HTTPS until the first stop signal, then waits for open connections to finish their

@@ -202,7 +202,7 @@ impl AppState {
 
 /// `server`.
 pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
-    crate::logging::init(args.log_format);
+    let _log_writer = crate::logging::init(args.log_format);
     let config = match &args.config {
         Some(path) => Some(FileConfig::load(path)?),
         None => None,
