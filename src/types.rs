@@ -108,6 +108,18 @@ pub fn short_hash(value: &str) -> String {
     hex::encode(&digest[..6])
 }
 
+/// Untrusted text cut to at most `max` characters (plus an ellipsis), fit for an error message
+/// or a log line.
+pub fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut out: String = s.chars().take(max).collect();
+        out.push('…');
+        out
+    }
+}
+
 /// Parses `YYYY-MM-DDThh:mm:ssZ` (and any RFC 3339 date) as UTC.
 pub fn parse_utc(value: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(value)

@@ -125,14 +125,7 @@ impl StsErrorCode {
 
 /// Untrusted text cut to a length fit for a message or a log line.
 pub(crate) fn shorten(s: &str) -> String {
-    const MAX: usize = 128;
-    if s.chars().count() <= MAX {
-        s.to_string()
-    } else {
-        let mut out: String = s.chars().take(MAX).collect();
-        out.push('…');
-        out
-    }
+    crate::types::shorten(s, 128)
 }
 
 #[cfg(test)]

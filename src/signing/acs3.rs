@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::{percent_encode, sha256_hex};
+use super::sha256_hex;
 
 /// The algorithm name at the start of the `Authorization` header.
 pub const ALGORITHM: &str = "ACS3-HMAC-SHA256";
@@ -23,16 +23,7 @@ pub fn is_signable_header(lower_name: &str) -> bool {
 
 /// `key=value` pairs, keys sorted bytewise, both percent-encoded, joined by `&`.
 pub fn canonical_query(query: &BTreeMap<String, String>) -> String {
-    let mut pairs: Vec<(String, String)> = query
-        .iter()
-        .map(|(k, v)| (percent_encode(k), percent_encode(v)))
-        .collect();
-    pairs.sort();
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&")
+    super::sorted_encoded_query(query.iter().map(|(k, v)| (k.as_str(), v.as_str())))
 }
 
 /// The canonical request and the `SignedHeaders` list for the given signed headers.

@@ -30,6 +30,21 @@ pub fn percent_encode(input: &str) -> String {
     out
 }
 
+/// Percent-encodes each `key=value` pair, sorts the pairs bytewise and joins them with `&`:
+/// the canonical query of both signature schemes.
+pub fn sorted_encoded_query<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut encoded: Vec<(String, String)> = pairs
+        .into_iter()
+        .map(|(k, v)| (percent_encode(k), percent_encode(v)))
+        .collect();
+    encoded.sort();
+    encoded
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 /// Decodes a query-string component: `%XX` escapes and, as form decoders do, `+` as a space.
 /// Returns `None` for a malformed escape or a result that is not UTF-8.
 pub fn percent_decode(input: &str) -> Option<String> {

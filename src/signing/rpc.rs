@@ -19,17 +19,7 @@ pub const SIGNATURE_VERSION: &str = "1.0";
 
 /// Sorted, percent-encoded `key=value` pairs joined by `&` (the `Signature` parameter excluded).
 pub fn canonicalized_query<'a>(params: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
-    let mut pairs: Vec<(String, String)> = params
-        .into_iter()
-        .filter(|(k, _)| *k != "Signature")
-        .map(|(k, v)| (percent_encode(k), percent_encode(v)))
-        .collect();
-    pairs.sort();
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&")
+    super::sorted_encoded_query(params.into_iter().filter(|(k, _)| *k != "Signature"))
 }
 
 /// `METHOD&%2F&rfc3986(canonicalized query)`.

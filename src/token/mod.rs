@@ -282,14 +282,7 @@ fn reject_duplicates<'a>(
 
 /// Untrusted text, cut to a length fit for an error message.
 fn shorten(s: &str) -> String {
-    const MAX: usize = 64;
-    if s.chars().count() <= MAX {
-        s.to_string()
-    } else {
-        let mut out: String = s.chars().take(MAX).collect();
-        out.push('…');
-        out
-    }
+    crate::types::shorten(s, 64)
 }
 
 fn parse_date(value: &str) -> Result<DateTime<Utc>, TokenError> {
