@@ -22,7 +22,7 @@ use crate::mapping::{principal_of, Chain, Identity, MappingError, User};
 use crate::metrics::{AuthResult, Metrics};
 use crate::sts::{StsClient, StsError};
 use crate::token::{self, TokenError};
-use crate::types::{short_hash, Clock};
+use crate::types::Clock;
 
 /// Tuning of the identity cache.
 #[derive(Clone, Debug)]
@@ -227,10 +227,13 @@ impl Authenticator {
             Ok(req) => (Some(req.access_key_id.0.clone()), Some(req.format.as_str())),
             Err(_) => (None, None),
         };
-        let (decision, identity, cache_hit) = self.decide(token_text, parsed).await;
+        // One hash of the token serves as the cache key and, cut short, as its name in the logs
+        // (the same value as `types::short_hash`).
+        let digest: [u8; 32] = Sha256::digest(token_text.as_bytes()).into();
+        let (decision, identity, cache_hit) = self.decide(&digest, parsed).await;
         Outcome {
             decision,
-            token_hash: short_hash(token_text),
+            token_hash: hex::encode(&digest[..6]),
             access_key_id,
             format,
             arn: identity.as_ref().map(|i| i.arn.clone()),
@@ -243,7 +246,7 @@ impl Authenticator {
     /// cache answered.
     async fn decide(
         &self,
-        token_text: &str,
+        digest: &[u8; 32],
         parsed: Result<token::SignedRequest, TokenError>,
     ) -> (Result<User, Denial>, Option<Identity>, bool) {
         let now = self.clock.now();
@@ -252,7 +255,7 @@ impl Authenticator {
                 Ok(req) => req,
                 Err(e) => return (Err(e.into()), None, false),
             };
-        match self.confirm(token_text, req, now).await {
+        match self.confirm(digest, req, now).await {
             (Err(denial), hit) => (Err(denial), None, hit),
             (Ok(identity), hit) => {
                 let decision = self.chain.map(&identity).map_err(Denial::from);
@@ -266,20 +269,19 @@ impl Authenticator {
     /// answered.
     async fn confirm(
         &self,
-        token_text: &str,
+        digest: &[u8; 32],
         req: token::SignedRequest,
         now: chrono::DateTime<Utc>,
     ) -> (Result<Identity, Denial>, bool) {
-        let digest: [u8; 32] = Sha256::digest(token_text.as_bytes()).into();
         let access_key_id = req.access_key_id.0.clone();
         let (cached, hit) = loop {
-            match self.cache.get_value_or_guard_async(&digest).await {
+            match self.cache.get_value_or_guard_async(digest).await {
                 Ok(value) if value.is_fresh(Instant::now()) => break (value, true),
                 // Handed over by the review that made the STS call this one waited for.
                 Ok(value @ Cached::Transient(_)) => break (value, false),
                 Ok(_) => {
                     self.cache
-                        .remove_if(&digest, |v| !v.is_fresh(Instant::now()));
+                        .remove_if(digest, |v| !v.is_fresh(Instant::now()));
                 }
                 Err(guard) => {
                     self.metrics.cache_misses.inc();
@@ -287,7 +289,7 @@ impl Authenticator {
                     let transient = matches!(value, Cached::Transient(_));
                     let _ = guard.insert(value.clone());
                     if transient {
-                        self.cache.remove(&digest);
+                        self.cache.remove(digest);
                     }
                     self.metrics
                         .cache_entries

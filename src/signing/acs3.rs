@@ -195,9 +195,16 @@ pub fn verify(
             None => return false,
         }
     }
-    let (request, _) = canonical_request(method, path, query, &signed, body_sha256);
-    let expected = signature(secret, &string_to_sign(&request));
-    super::constant_time_eq(expected.as_bytes(), auth.signature.as_bytes())
+    let expected = sign(
+        &auth.access_key_id,
+        secret,
+        method,
+        path,
+        query,
+        &signed,
+        body_sha256,
+    );
+    super::constant_time_eq(expected.signature.as_bytes(), auth.signature.as_bytes())
 }
 
 #[cfg(test)]
