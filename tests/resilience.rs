@@ -6,7 +6,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::Value;
 
 fn start(extra: &[&str]) -> (tempfile::TempDir, Emulator, Server) {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -29,9 +28,7 @@ async fn one_sts_call_for_fifty_concurrent_reviews_and_none_for_repeats() {
         let url = server.url.clone();
         let token = token.clone();
         tasks.push(tokio::spawn(async move {
-            let body = serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}});
-            let v: Value = client.post(&url).json(&body).send().await.expect("send").json().await.expect("json");
-            v
+            post_review(&client, &url, "authentication.k8s.io/v1", &token).await
         }));
     }
     for t in tasks {
@@ -178,17 +175,7 @@ async fn first_signal_drains_in_flight_reviews_then_exits_zero() {
     let url = server.url.clone();
     let token = v2_token("LTAI5tAlice", "AliceSecret", None, CLUSTER);
     let in_flight = tokio::spawn(async move {
-        let body = serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}});
-        let v: Value = client
-            .post(&url)
-            .json(&body)
-            .send()
-            .await
-            .expect("send")
-            .json()
-            .await
-            .expect("json");
-        v
+        post_review(&client, &url, "authentication.k8s.io/v1", &token).await
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     server.proc.signal("TERM");

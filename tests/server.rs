@@ -559,17 +559,8 @@ async fn init_kubeconfig_works_for_a_client_trusting_only_its_ca() {
         .no_proxy()
         .build()
         .expect("client");
-    let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
-        "spec": {"token": v2_token("LTAI5tAlice", "AliceSecret", None, CLUSTER)}});
-    let v: Value = client
-        .post(&url)
-        .json(&body)
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let token = v2_token("LTAI5tAlice", "AliceSecret", None, CLUSTER);
+    let v = post_review(&client, &url, "authentication.k8s.io/v1", &token).await;
     assert_eq!(v["status"]["user"]["username"], "alice", "{v}");
 }
 

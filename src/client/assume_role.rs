@@ -285,12 +285,7 @@ mod tests {
     use super::*;
     use crate::token::v1::parse_query;
 
-    fn env(pairs: &[(&str, &str)]) -> Env {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::client::credentials::tests::env;
 
     #[test]
     fn session_names_are_sanitized() {

@@ -595,11 +595,12 @@ fn from_acs_legacy(text: &str, path: &Path) -> Result<Found, CredentialError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::expect_used)]
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> Env {
+    /// An environment from pairs (shared by the client's unit tests).
+    pub(crate) fn env(pairs: &[(&str, &str)]) -> Env {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -456,12 +456,7 @@ mod tests {
     use super::*;
     use clap::Parser as _;
 
-    fn env(pairs: &[(&str, &str)]) -> Env {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::client::credentials::tests::env;
 
     fn token_args(extra: &[&str]) -> TokenArgs {
         let mut argv = vec!["ram-authenticator", "token", "--cluster-id", "c1"];

@@ -254,17 +254,21 @@ impl Server {
     }
 
     pub async fn review(&self, client: &reqwest::Client, api_version: &str, token: &str) -> Value {
-        let body =
-            json!({"apiVersion": api_version, "kind": "TokenReview", "spec": {"token": token}});
-        let resp = client
-            .post(&self.url)
-            .json(&body)
-            .send()
-            .await
-            .expect("review");
-        assert_eq!(resp.status(), 200);
-        resp.json().await.expect("json")
+        post_review(client, &self.url, api_version, token).await
     }
+}
+
+/// Posts a TokenReview for `token` to `url` and returns the answer, which must be an HTTP 200.
+pub async fn post_review(
+    client: &reqwest::Client,
+    url: &str,
+    api_version: &str,
+    token: &str,
+) -> Value {
+    let body = json!({"apiVersion": api_version, "kind": "TokenReview", "spec": {"token": token}});
+    let resp = client.post(url).json(&body).send().await.expect("review");
+    assert_eq!(resp.status(), 200);
+    resp.json().await.expect("json")
 }
 
 /// (CA PEM, server URL) from a webhook kubeconfig.
