@@ -66,7 +66,10 @@ async fn entries_end_with_the_tokens_own_life() {
     assert!(auth.authenticate(&token).await.decision.is_ok());
     let again = auth.authenticate(&token).await;
     assert!(again.cache_hit && again.decision.is_ok());
-    assert_eq!(again.token_hash, ram_authenticator::types::short_hash(&token));
+    assert_eq!(
+        again.token_hash,
+        ram_authenticator::types::short_hash(&token)
+    );
     assert_eq!(emu.requests(), 1);
     tokio::time::sleep(Duration::from_millis(4000)).await;
     let late = auth.authenticate(&token).await;
