@@ -38,25 +38,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Verify(args) => crate::client::verify(*args).await,
         Command::Kubeconfig(args) => crate::client::kubeconfig(&args),
         Command::Crd => {
-            emit(&crate::kube::crd::crd_yaml()?)?;
+            crate::output::emit(&crate::kube::crd::crd_yaml()?)?;
             Ok(0)
         }
     }
-}
-
-/// Writes command output to stdout. A reader that went away (`| head`) ends the command quietly
-/// (see `main`) instead of panicking as `print!` would.
-pub fn emit(text: &str) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let mut stdout = std::io::stdout().lock();
-    stdout.write_all(text.as_bytes())?;
-    stdout.flush()
-}
-
-/// Whether an error is a closed standard output.
-pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
-    error
-        .chain()
-        .filter_map(|e| e.downcast_ref::<std::io::Error>())
-        .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
 }

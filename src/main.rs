@@ -16,7 +16,7 @@ fn main() -> std::process::ExitCode {
     };
     match runtime.block_on(ram_authenticator::cli::run(cli)) {
         Ok(code) => std::process::ExitCode::from(u8::try_from(code).unwrap_or(1)),
-        Err(e) if ram_authenticator::cli::is_broken_pipe(&e) => std::process::ExitCode::SUCCESS,
+        Err(e) if ram_authenticator::output::is_broken_pipe(&e) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::from(1)

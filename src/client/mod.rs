@@ -446,7 +446,7 @@ pub fn kubeconfig(args: &KubeconfigArgs) -> anyhow::Result<i32> {
         args: &plugin_args(args),
         exec_api_version: exec_credential::V1BETA1,
     })?;
-    crate::cli::emit(&yaml)?;
+    crate::output::emit(&yaml)?;
     Ok(0)
 }
 

@@ -1,7 +1,6 @@
 //! `init`: the serving certificate and key (self-signed, ECDSA P-256) and the webhook
 //! kubeconfig kube-apiserver uses to reach the server. Existing certificate and key are reused.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
@@ -53,7 +52,7 @@ pub fn run(args: &InitArgs) -> anyhow::Result<i32> {
         &pair.cert_pem,
     )?;
     let verb = if pair.created { "wrote" } else { "reused" };
-    crate::cli::emit(&format!(
+    crate::output::emit(&format!(
         "{verb} {}\n{verb} {}\nwrote {}\n",
         pair.cert_path.display(),
         pair.key_path.display(),
@@ -189,34 +188,10 @@ pub fn write_kubeconfig(
     write_file(path, text.as_bytes(), 0o644)
 }
 
-/// Writes a file atomically (temporary file + rename) with the given mode.
+/// Writes a file atomically with the given mode, never through a symlink (see [`crate::files`]).
 pub fn write_file(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("cannot write {}", path.display()))
+    crate::files::write_atomic(path, data, mode)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[cfg(test)]

@@ -163,7 +163,7 @@ pub fn check_config(args: &CheckConfigArgs) -> anyhow::Result<i32> {
     for a in &config.server.map_accounts {
         let _ = writeln!(out, "  account {a} -> its canonical ARNs");
     }
-    crate::cli::emit(&out)?;
+    crate::output::emit(&out)?;
     Ok(0)
 }
 
@@ -327,7 +327,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
         "ram-authenticator serving"
     );
     // Start-up lines on stdout, for scripts and tests; a closed stdout is not fatal.
-    let _ = crate::cli::emit(&format!(
+    let _ = crate::output::emit(&format!(
         "serving https://{tls_local}/authenticate\nhealth http://{health_local}\n"
     ));
 
