@@ -23,6 +23,8 @@ pub enum AuthResult {
     invalid_token,
     sts_error,
     unknown_user,
+    /// The identity's account is not in `server.allowedAccounts`.
+    account_not_allowed,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -64,6 +66,8 @@ pub struct Metrics {
     pub mapping_last_reload: Family<SourceLabel, Gauge<f64, AtomicU64>>,
     pub mapping_reload_errors: Family<SourceLabel, Counter>,
     pub certificate_expiry: Gauge<f64, AtomicU64>,
+    pub mappings_skipped: Family<SourceLabel, Gauge>,
+    pub mapping_source_ready: Family<SourceLabel, Gauge>,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -170,6 +174,18 @@ impl Metrics {
             "Unix time at which the serving certificate expires",
             certificate_expiry.clone(),
         );
+        let mappings_skipped = Family::<SourceLabel, Gauge>::default();
+        registry.register(
+            "mappings_skipped",
+            "Mappings skipped by the guard rails (reserved names), by source",
+            mappings_skipped.clone(),
+        );
+        let mapping_source_ready = Family::<SourceLabel, Gauge>::default();
+        registry.register(
+            "mapping_source_ready",
+            "Whether a mapping source has loaded (1) or is still waiting (0), by source",
+            mapping_source_ready.clone(),
+        );
         Self {
             registry,
             authenticate_latency,
@@ -186,6 +202,8 @@ impl Metrics {
             mapping_last_reload,
             mapping_reload_errors,
             certificate_expiry,
+            mappings_skipped,
+            mapping_source_ready,
         }
     }
 
@@ -213,6 +231,13 @@ impl Metrics {
             .set(i64::try_from(entries).unwrap_or(i64::MAX));
         let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
         self.mapping_last_reload.get_or_create(&label).set(now);
+    }
+
+    /// Makes a source's reload-error series exist (at 0) before its first error.
+    pub fn mapping_refused_init(&self, source: &str) {
+        let _ = self.mapping_reload_errors.get_or_create(&SourceLabel {
+            source: source.to_string(),
+        });
     }
 
     /// Records a refused load of a mapping source.

@@ -36,6 +36,9 @@ pub struct Settings {
     pub audiences: Vec<String>,
     pub cache: CacheSettings,
     pub scrubbed_accounts: Vec<String>,
+    /// Accounts allowed to log in; empty means every account.
+    pub allowed_accounts: Vec<String>,
+    pub allow_reserved: crate::mapping::guard::AllowReserved,
 }
 
 impl Settings {
@@ -105,6 +108,28 @@ impl Settings {
         } else {
             s.audiences.clone().unwrap_or_default()
         };
+        let allowed_accounts = if args.allowed_accounts.is_empty() {
+            s.allowed_accounts.clone()
+        } else {
+            args.allowed_accounts
+                .iter()
+                .map(|a| a.trim().to_string())
+                .filter(|a| !a.is_empty())
+                .collect()
+        };
+        if let Some(bad) = allowed_accounts
+            .iter()
+            .find(|a| !a.chars().all(|c| c.is_ascii_digit()))
+        {
+            bail!("--allowed-accounts: {bad:?} is not an account ID (digits)");
+        }
+        let allow_reserved = if args.allow_reserved_names.is_empty() {
+            crate::mapping::guard::AllowReserved::parse(&s.allow_reserved_names)
+                .map_err(|e| anyhow::anyhow!("server.allowReservedNames: {e}"))?
+        } else {
+            crate::mapping::guard::AllowReserved::parse(&args.allow_reserved_names)
+                .map_err(|e| anyhow::anyhow!("--allow-reserved-names: {e}"))?
+        };
         Ok(Self {
             cluster_id,
             address: args
@@ -135,6 +160,8 @@ impl Settings {
             audiences,
             cache,
             scrubbed_accounts: s.scrubbed_accounts.clone(),
+            allowed_accounts,
+            allow_reserved,
         })
     }
 }
