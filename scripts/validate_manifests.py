@@ -75,6 +75,8 @@ SERVER_CONFIGMAP = ("kube-system", "ram-authenticator-config", "config.yaml")
 # The plain Prometheus rules file (the source) and the PrometheusRule generated from it.
 PROMETHEUS_RULES = "deploy/monitoring/ram-authenticator.rules.yaml"
 PROMETHEUS_RULE = "deploy/monitoring/prometheusrule.yaml"
+# Where each alert's runbook_url points: a section headed with the alert's name.
+RUNBOOK = "docs/runbook.md"
 
 # Files that are YAML but not Kubernetes objects, with the check each one gets.
 SERVER_CONFIG = "ram-authenticator server config"
@@ -457,6 +459,7 @@ def check_prometheusrule(doc: dict, root: Path, meta: ObjectMetaValidator) -> li
         return problems + [f"cannot read {PROMETHEUS_RULES}: {e}"]
     if (doc.get("spec") or {}) != {"groups": source.get("groups")}:
         problems.append(f"spec.groups differ from {PROMETHEUS_RULES}")
+    problems += check_runbook_links(source, root)
     try:
         current = (root / PROMETHEUS_RULE).read_text(encoding="utf-8")
     except OSError as e:
@@ -480,6 +483,28 @@ def check_podmonitor(doc: dict, root: Path, meta: ObjectMetaValidator) -> list[s
         if not isinstance(endpoint, dict) or not endpoint.get("port") or \
                 not str(endpoint.get("path", "")).startswith("/"):
             problems.append(f"spec.podMetricsEndpoints[{i}]: a port name and a path are needed")
+    return problems
+
+
+def check_runbook_links(rules: dict, root: Path) -> list[str]:
+    """Every alert links to its own section of the runbook, and that section exists."""
+    try:
+        runbook = (root / RUNBOOK).read_text(encoding="utf-8")
+    except OSError as e:
+        return [f"cannot read {RUNBOOK}: {e}"]
+    headings = {line[3:].strip() for line in runbook.splitlines() if line.startswith("## ")}
+    problems = []
+    for group in rules.get("groups") or []:
+        for rule in group.get("rules") or []:
+            alert = rule.get("alert")
+            if not alert:
+                continue
+            want = f"{RUNBOOK}#{alert.lower()}"
+            got = (rule.get("annotations") or {}).get("runbook_url")
+            if got != want:
+                problems.append(f"alert {alert}: runbook_url is {got!r}, not {want!r}")
+            if alert not in headings:
+                problems.append(f"alert {alert}: {RUNBOOK} has no section '## {alert}'")
     return problems
 
 
