@@ -582,7 +582,25 @@ def check_documents(docs: list[Any], root: Path, version: str,
                 if (meta.get("namespace"), meta.get("name")) == SERVER_CONFIGMAP[:2]:
                     found += check_server_configmap(doc, settings)
         problems += [f"{prefix}: {p}" for p in found]
+    problems += check_container_args(docs)
     return f"{len(docs)} object(s): {', '.join(kinds)}", problems
+
+
+def check_container_args(docs: list[Any]) -> list[str]:
+    """With $RAM_AUTHENTICATOR_BIN, the binary accepts every workload container's arguments
+    (parsed, then `--help` instead of running: a misspelt or removed flag is an error)."""
+    binary = os.environ.get("RAM_AUTHENTICATOR_BIN")
+    if not binary:
+        return []
+    problems = []
+    for where, container in containers(docs):
+        args = [str(a) for a in container.get("args") or []]
+        run = subprocess.run([binary, *args, "--help"], capture_output=True, text=True,
+                             check=False, timeout=30)
+        if run.returncode != 0:
+            problems.append(f"{where}: {Path(binary).name} refuses its arguments: "
+                            f"{(run.stderr or run.stdout).strip().splitlines()[0:3]}")
+    return problems
 
 
 # ---- kustomize --------------------------------------------------------------------------------
