@@ -11,5 +11,7 @@ cargo test --locked --all-targets
 tests/apiserver-script/run.sh
 # The config files also go through the server's own check-config (built by cargo test above).
 RAM_AUTHENTICATOR_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/ram-authenticator" scripts/validate-manifests.sh
+# ... and the validation notices a second place for the cluster ID, a stale PrometheusRule, ...
+scripts/validate-manifests.sh --self-test
 promtool check rules deploy/monitoring/ram-authenticator.rules.yaml
 promtool test rules deploy/monitoring/ram-authenticator.rules.test.yaml

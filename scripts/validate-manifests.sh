@@ -8,6 +8,7 @@
 # installs what it needs (kubectl comes from scripts/install-test-deps.sh).
 #
 # Usage: scripts/validate-manifests.sh [--root DIR] [--kubernetes-version X.Y] [--write-prometheusrule]
+#                                     [--self-test]
 #
 # Dependencies, pinned, come from PyPI on first use into target/validate-manifests-pylib
 # (override with VALIDATE_MANIFESTS_PYLIB); kubernetes-validate carries the Kubernetes schemas,

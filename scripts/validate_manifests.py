@@ -51,10 +51,12 @@ from referencing import Registry, Resource
 # The newest Kubernetes version bundled by the pinned kubernetes-validate.
 DEFAULT_KUBERNETES_VERSION = "1.37"
 
-# Directories searched, relative to the repository root.
+# Directories searched recursively, relative to the repository root (a new directory of plain
+# manifests is one more entry).
 SEARCHED = ("crds", "examples")
 
-# Kustomizations rendered with `kubectl kustomize` and validated object by object.
+# Kustomizations rendered with `kubectl kustomize` and validated object by object (a new
+# kustomization is one more entry).
 RENDERED = (
     "deploy/overlays/control-plane",
     "deploy/overlays/hosted",
@@ -718,6 +720,53 @@ def check_single_place(root: Path, overlay: str) -> list[str]:
     return problems
 
 
+# ---- Self-test: the checks above catch what they are for ------------------------------------------
+
+def self_test(root: Path, version: str) -> list[str]:
+    """Breaks a copy of the tree in ways the checks must catch; returns the ones that were not."""
+    overlay = "deploy/overlays/control-plane"
+    hosted = "deploy/overlays/hosted"
+    breakages: list[tuple[str, str, str, str, Callable[[Path], list[str]]]] = [
+        ("a second place for the cluster ID", f"{overlay}/daemonset.yaml",
+         "            - --kubeconfig-pregenerated\n",
+         "            - --kubeconfig-pregenerated\n            - --cluster-id\n"
+         "            - c1234567890abcdef\n",
+         lambda r: check_single_place(r, overlay)),
+        ("an image written out in the workload", f"{hosted}/deployment.yaml",
+         "          image: ram-authenticator\n",
+         "          image: registry.example.com/ram-authenticator:0.0.9\n",
+         lambda r: check_single_place(r, hosted)),
+        ("a rules file edited without regenerating the PrometheusRule", PROMETHEUS_RULES,
+         "        for: 5m\n", "        for: 6m\n",
+         lambda r: check_prometheusrule(
+             load_documents(r / PROMETHEUS_RULE)[0], r, ObjectMetaValidator(version))),
+        ("a runbook section renamed", RUNBOOK,
+         "## RAMAuthenticatorDown\n", "## RAMAuthenticatorIsDown\n",
+         lambda r: check_prometheusrule(
+             load_documents(r / PROMETHEUS_RULE)[0], r, ObjectMetaValidator(version))),
+    ]
+    uncaught = []
+    for what, rel, old, new, check in breakages:
+        with tempfile.TemporaryDirectory() as tmp:
+            copy_root = Path(tmp)
+            for top in ("crds", "deploy", "docs"):
+                shutil.copytree(root / top, copy_root / top)
+            if check(copy_root):
+                uncaught.append(f"the intact copy already fails the check for {what}")
+                continue
+            text = (copy_root / rel).read_text(encoding="utf-8")
+            if text.count(old) < 1:
+                uncaught.append(f"{what}: {rel} no longer contains {old.strip()!r}")
+                continue
+            (copy_root / rel).write_text(text.replace(old, new, 1), encoding="utf-8")
+            problems = check(copy_root)
+            print(f"{'ok  ' if problems else 'FAIL'} self-test: {what} -> "
+                  f"{problems[0] if problems else 'NOT CAUGHT'}")
+            if not problems:
+                uncaught.append(what)
+    return uncaught
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parent.parent,
@@ -726,9 +775,16 @@ def main() -> int:
                         help=f"Kubernetes version whose schema is used (default {DEFAULT_KUBERNETES_VERSION})")
     parser.add_argument("--write-prometheusrule", action="store_true",
                         help=f"write {PROMETHEUS_RULE} from {PROMETHEUS_RULES}, then validate")
+    parser.add_argument("--self-test", action="store_true",
+                        help="break copies of the tree and check that the checks notice")
     args = parser.parse_args()
     root: Path = args.root.resolve()
     version: str = args.kubernetes_version
+    if args.self_test:
+        uncaught = self_test(root, version)
+        for problem in uncaught:
+            print(f"FAIL self-test: {problem}")
+        return 1 if uncaught else 0
     if args.write_prometheusrule:
         (root / PROMETHEUS_RULE).write_text(prometheusrule_text(root), encoding="utf-8")
         print(f"wrote {PROMETHEUS_RULE}")
