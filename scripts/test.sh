@@ -11,7 +11,8 @@ cargo test --locked --all-targets
 tests/apiserver-script/run.sh
 # The config files also go through the server's own check-config (built by cargo test above).
 RAM_AUTHENTICATOR_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/ram-authenticator" scripts/validate-manifests.sh
-# ... and the validation notices a second place for the cluster ID, a stale PrometheusRule, ...
+# The validation's own checks catch what they are for (a second place for the cluster ID, an image
+# written out, a stale PrometheusRule, a runbook section missing).
 scripts/validate-manifests.sh --self-test
 promtool check rules deploy/monitoring/ram-authenticator.rules.yaml
 promtool test rules deploy/monitoring/ram-authenticator.rules.test.yaml
