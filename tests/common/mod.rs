@@ -349,3 +349,14 @@ pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool 
     }
     f()
 }
+
+/// Starts the STS emulator and a server whose Kubernetes sources read the API server named by
+/// `kubeconfig` (blocking: call it through `spawn_blocking` from async tests).
+pub fn start_with_kubeconfig(dir: &Path, kubeconfig: &Path, extra: &[&str]) -> (Emulator, Server) {
+    let emu = Emulator::start(dir, &[]);
+    let kc = kubeconfig.to_str().expect("utf-8 path");
+    let mut args = vec!["--kubeconfig", kc];
+    args.extend_from_slice(extra);
+    let server = Server::start(dir, &emu.url, &args);
+    (emu, server)
+}
