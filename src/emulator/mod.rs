@@ -154,7 +154,20 @@ pub async fn run(args: Args) -> i32 {
         },
         _ => None,
     };
+    let uri_spec = match (standins::UriSpec {
+        code: args.credentials_uri_code.clone(),
+        status: 200,
+    })
+    .check()
+    {
+        Ok(spec) => spec,
+        Err(e) => {
+            eprintln!("sts-emulator: --credentials-uri-code: {e}");
+            return EXIT_CONFIG;
+        }
+    };
     let (keys, roles) = (store.keys.len(), store.roles.len());
+    let oidc_providers = store.oidc_providers.len();
     let clock: Arc<dyn Clock> = match args.now {
         Some(start) => Arc::new(OffsetClock::starting_at(start)),
         None => Arc::new(SystemClock),
@@ -167,6 +180,7 @@ pub async fn run(args: Args) -> i32 {
             count: None,
         }),
         stats: Stats::default(),
+        standins: standins::StandIns::new(args.metadata_mode, uri_spec),
     });
     let signals = match http::Signals::register() {
         Ok(s) => s,
@@ -204,7 +218,9 @@ pub async fn run(args: Args) -> i32 {
         tls = tls.is_some(),
         keys,
         roles,
+        oidc_providers,
         fault = ?args.fault,
+        metadata_mode = ?args.metadata_mode,
         now = ?args.now.map(crate::types::format_utc),
         "sts emulator ready"
     );
