@@ -360,24 +360,36 @@ async fn metadata_other(State(st): State<Arc<AppState>>) -> Response {
 
 async fn credentials_uri(State(st): State<Arc<AppState>>, method: Method) -> Response {
     st.stats.record_credentials_uri();
+    let refuse = |status: StatusCode, code: &str, message: &str| {
+        (
+            status,
+            Json(serde_json::json!({"Code": code, "Message": message})),
+        )
+            .into_response()
+    };
     if method != Method::GET {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n".into());
+        return refuse(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "use GET",
+        );
     }
     let Some(stand_in) = st.engine.credentials_uri() else {
-        return text(
+        return refuse(
             StatusCode::NOT_FOUND,
-            "the keys file has no credentialsUri\n".into(),
+            "NotFound",
+            "the keys file has no credentialsUri",
         );
     };
     let spec = st.standins.uri();
     let status = StatusCode::from_u16(spec.status).unwrap_or(StatusCode::OK);
     if spec.code != SUCCESS {
         tracing::info!(code = %spec.code, status = spec.status, "credentials-uri request");
-        let body = serde_json::json!({
-            "Code": spec.code,
-            "Message": "the emulator was told to answer this code",
-        });
-        return (status, Json(body)).into_response();
+        return refuse(
+            status,
+            &spec.code,
+            "the emulator was told to answer this code",
+        );
     }
     match st.engine.mint_stand_in(stand_in) {
         Ok(creds) => {
@@ -385,11 +397,7 @@ async fn credentials_uri(State(st): State<Arc<AppState>>, method: Method) -> Res
             let now = crate::types::format_utc(st.engine.now());
             (status, Json(credentials_json(&creds, &now, false))).into_response()
         }
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"Code": e.code(), "Message": e.to_string()})),
-        )
-            .into_response(),
+        Err(e) => refuse(StatusCode::SERVICE_UNAVAILABLE, e.code(), &e.to_string()),
     }
 }
 
