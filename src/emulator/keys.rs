@@ -741,6 +741,120 @@ roles:
         assert!(store
             .role("acs:ram::1234567890123456:role/KubeAdmin")
             .is_some());
+        let provider = store
+            .oidc_provider("ACS:RAM::1234567890123456:OIDC-PROVIDER/ack-rrsa-emulator")
+            .expect("the OIDC provider, found without case");
+        assert_eq!(provider.keys.len(), 1);
+        assert_eq!(provider.keys[0].n.len(), 256);
+        let workload = store
+            .role("acs:ram::1234567890123456:role/KubeWorkload")
+            .expect("role");
+        assert_eq!(workload.trusted_oidc_providers.len(), 1);
+        let ecs = store.ecs_metadata.as_ref().expect("ecsMetadata");
+        assert_eq!(
+            (ecs.role_name.as_str(), ecs.duration_seconds),
+            ("KubeEcsNode", ECS_DEFAULT_DURATION)
+        );
+        let uri = store.credentials_uri.as_ref().expect("credentialsUri");
+        assert_eq!(uri.session_name, URI_DEFAULT_SESSION);
+    }
+
+    #[test]
+    fn refuses_bad_oidc_and_stand_in_entries() {
+        // A 2048-bit modulus (0x80 then zeros is not a real key, but has the right size).
+        let n2048 = format!("gA{}", "A".repeat(340));
+        let n1024 = format!("gA{}", "A".repeat(169));
+        let file = |providers: &str, rest: &str| {
+            format!(
+                "keys:\n  - {{accessKeyId: A, accessKeySecret: s, identity: {{type: Account, accountId: \"1\"}}}}\nroles:\n  - {{arn: \"acs:ram::1:role/R\", roleId: \"9\"}}\noidcProviders:\n{providers}{rest}"
+            )
+        };
+        let provider = |arn: &str, client_ids: &str, jwks: &str| {
+            format!("  - {{arn: \"{arn}\", issuerUrl: \"https://i\", clientIds: {client_ids}, jwks: {jwks}}}\n")
+        };
+        let good_jwks = format!("[{{n: {n2048}, e: AQAB}}]");
+        let good = provider("acs:ram::1:oidc-provider/p", "[a]", &good_jwks);
+        assert!(KeyStore::from_yaml(&file(&good, "")).is_ok());
+        let cases = [
+            (
+                file(&provider("acs:ram::1:role/p", "[a]", &good_jwks), ""),
+                "oidcProviders[0].arn",
+            ),
+            (
+                file(&provider("acs:ram::1:oidc-provider/p", "[]", &good_jwks), ""),
+                "oidcProviders[0].clientIds is empty",
+            ),
+            (
+                file(&provider("acs:ram::1:oidc-provider/p", "[a]", "[]"), ""),
+                "oidcProviders[0].jwks is empty",
+            ),
+            (
+                file(
+                    &provider(
+                        "acs:ram::1:oidc-provider/p",
+                        "[a]",
+                        &format!("[{{n: {n1024}, e: AQAB}}]"),
+                    ),
+                    "",
+                ),
+                "1024-bit modulus",
+            ),
+            (
+                file(
+                    &provider("acs:ram::1:oidc-provider/p", "[a]", "[{n: '***', e: AQAB}]"),
+                    "",
+                ),
+                "jwks[0].n is not base64url",
+            ),
+            (
+                file(
+                    &provider(
+                        "acs:ram::1:oidc-provider/p",
+                        "[a]",
+                        &format!("[{{kty: EC, n: {n2048}, e: AQAB}}]"),
+                    ),
+                    "",
+                ),
+                "jwks[0].kty must be RSA",
+            ),
+            (
+                file(&format!("{good}{good}"), ""),
+                "oidcProviders[1].arn",
+            ),
+            (
+                file(&good, "ecsMetadata: {roleArn: \"acs:ram::1:role/Nope\", instanceId: i-1}\n"),
+                "ecsMetadata.roleArn",
+            ),
+            (
+                file(
+                    &good,
+                    "ecsMetadata: {roleArn: \"acs:ram::1:role/R\", instanceId: i-1, durationSeconds: 10}\n",
+                ),
+                "ecsMetadata.durationSeconds 10",
+            ),
+            (
+                file(&good, "credentialsUri: {roleArn: \"acs:ram::1:role/R\", sessionName: \"a b\"}\n"),
+                "credentialsUri.sessionName",
+            ),
+        ];
+        for (yaml, want) in cases {
+            let e = err(&yaml);
+            assert!(e.contains(want), "want {want:?} in {e}");
+        }
+        let untrusted = r#"
+keys:
+  - {accessKeyId: A, accessKeySecret: s, identity: {type: Account, accountId: "1"}}
+roles:
+  - {arn: "acs:ram::1:role/R", roleId: "9", trustedOidcProviderArns: ["acs:ram::1:oidc-provider/x"]}
+"#;
+        assert!(err(untrusted).contains("roles[0].trustedOidcProviderArns[0]"));
+        let no_subjects = r#"
+keys:
+  - {accessKeyId: A, accessKeySecret: s, identity: {type: Account, accountId: "1"}}
+roles:
+  - {arn: "acs:ram::1:role/R", roleId: "9", oidcSubjects: []}
+"#;
+        assert!(err(no_subjects).contains("roles[0].oidcSubjects is empty"));
     }
 
     #[test]

@@ -194,6 +194,153 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::emulator::keys::KeyStore;
+    use rustls_pki_types::pem::PemObject as _;
+    use serde_json::json;
+
+    const ISSUER: &str = "https://oidc.emulator.invalid/ack-rrsa-emulator";
+
+    fn provider() -> OidcProvider {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/emulator-keys.yaml");
+        let store = KeyStore::load(&path).expect("example keys");
+        store
+            .oidc_provider("acs:ram::1234567890123456:oidc-provider/ack-rrsa-emulator")
+            .expect("provider")
+            .clone()
+    }
+
+    fn now() -> DateTime<Utc> {
+        crate::types::parse_utc("2026-11-23T09:36:00Z").expect("date")
+    }
+
+    /// Signs with the test-only fixture key.
+    fn sign(header: &Value, claims: &Value) -> String {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/oidc-test-key.pem");
+        let pem = std::fs::read(path).expect("fixture");
+        let der = rustls_pki_types::PrivatePkcs8KeyDer::from_pem_slice(&pem).expect("pem");
+        let pair = ring::signature::RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).expect("key");
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let signed = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        let mut sig = vec![0u8; pair.public().modulus_len()];
+        pair.sign(
+            &ring::signature::RSA_PKCS1_SHA256,
+            &ring::rand::SystemRandom::new(),
+            signed.as_bytes(),
+            &mut sig,
+        )
+        .expect("sign");
+        format!("{signed}.{}", b64(&sig))
+    }
+
+    fn claims(exp_in: i64, extra: Value) -> Value {
+        let mut c = json!({"iss": ISSUER, "aud": "sts.aliyuncs.com", "sub": "s", "exp": now().timestamp() + exp_in});
+        if let Value::Object(map) = extra {
+            for (k, v) in map {
+                c[k] = v;
+            }
+        }
+        c
+    }
+
+    fn code(r: Result<TokenInfo, StsErrorCode>) -> &'static str {
+        match r {
+            Ok(_) => "ok",
+            Err(e) => e.code(),
+        }
+    }
+
+    #[test]
+    fn verifies_and_checks_each_claim() {
+        let p = provider();
+        let h = json!({"alg": "RS256", "kid": "emulator-test-key"});
+        let ok = sign(
+            &h,
+            &claims(
+                60,
+                json!({"aud": ["x", "sts.aliyuncs.com"], "iat": now().timestamp()}),
+            ),
+        );
+        let info = verify(&ok, &p, now()).expect("valid");
+        assert_eq!(info.subject, "s");
+        assert_eq!(info.client_ids, vec!["x", "sts.aliyuncs.com"]);
+        assert_eq!(info.issued_at, Some(now()));
+        // No kid: every key is tried.
+        assert_eq!(
+            code(verify(
+                &sign(&json!({"alg": "RS256"}), &claims(60, json!({}))),
+                &p,
+                now()
+            )),
+            "ok"
+        );
+        let cases = [
+            (
+                sign(&h, &claims(0, json!({}))),
+                "AuthenticationFail.OIDCToken.Expired",
+            ),
+            (
+                sign(
+                    &json!({"alg": "RS256", "kid": "other"}),
+                    &claims(60, json!({})),
+                ),
+                "AuthenticationFail.OIDCToken.InvalidSignature",
+            ),
+            (
+                sign(&h, &claims(60, json!({"nbf": now().timestamp() + 61}))),
+                "AuthenticationFail.OIDCToken.Invalid",
+            ),
+            (
+                sign(&h, &claims(60, json!({"iat": now().timestamp() + 61}))),
+                "AuthenticationFail.OIDCToken.Invalid",
+            ),
+            (
+                sign(&h, &claims(60, json!({"exp": "soon"}))),
+                "AuthenticationFail.OIDCToken.Invalid",
+            ),
+            (
+                sign(&h, &claims(60, json!({"sub": ""}))),
+                "AuthenticationFail.OIDCToken.Invalid",
+            ),
+            (
+                sign(
+                    &json!({"alg": "RS256", "crit": ["x"]}),
+                    &claims(60, json!({})),
+                ),
+                "AuthenticationFail.OIDCToken.Invalid",
+            ),
+            (
+                sign(&h, &claims(60, json!({"iss": null}))),
+                "AuthenticationFail.OIDCToken.IssuerNotMatch",
+            ),
+            (
+                sign(&h, &claims(60, json!({"aud": []}))),
+                "AuthenticationFail.OIDCToken.AudienceNotMatch",
+            ),
+            ("a.b".to_string(), "AuthenticationFail.OIDCToken.Invalid"),
+            (
+                "a.b.c.d".to_string(),
+                "AuthenticationFail.OIDCToken.Invalid",
+            ),
+        ];
+        for (token, want) in cases {
+            assert_eq!(code(verify(&token, &p, now())), want, "{token}");
+        }
+        // nbf and iat within the leeway are fine.
+        let near = sign(
+            &h,
+            &claims(
+                600,
+                json!({"nbf": now().timestamp() + 60, "iat": now().timestamp() + 60}),
+            ),
+        );
+        assert_eq!(code(verify(&near, &p, now())), "ok");
+    }
 
     #[test]
     fn globs() {
