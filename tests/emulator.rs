@@ -1001,6 +1001,14 @@ async fn bad_keys_files_exit_2_naming_the_problem() {
             "keys:\n  - {accessKeyId: A, accessKeySecret: s, identity: {type: Account, accountId: \"1\"}}\nroles:\n  - {arn: \"acs:ram::1:role/R\", roleId: \"9\", trustedAccessKeyIds: [B]}\n",
             "roles[0].trustedAccessKeyIds",
         ),
+        (
+            "keys:\n  - {accessKeyId: A, accessKeySecret: s, identity: {type: Account, accountId: \"1\"}}\noidcProviders:\n  - {arn: \"acs:ram::1:oidc-provider/p\", issuerUrl: \"https://i\", clientIds: [a], jwks: [{n: AQAB, e: AQAB}]}\n",
+            "oidcProviders[0].jwks[0].n is a 17-bit modulus",
+        ),
+        (
+            "keys:\n  - {accessKeyId: A, accessKeySecret: s, identity: {type: Account, accountId: \"1\"}}\necsMetadata: {roleArn: \"acs:ram::1:role/R\", instanceId: i-1}\n",
+            "ecsMetadata.roleArn",
+        ),
         ("keys: [}", "keys file"),
         ("", "no keys"),
     ];
@@ -1017,6 +1025,17 @@ async fn bad_keys_files_exit_2_naming_the_problem() {
             "names the file: {err}"
         );
     }
+    let keys = example_keys();
+    let (status, err) = Emulator::start_raw(&[
+        "--keys",
+        keys.to_str().expect("path"),
+        "--credentials-uri-code",
+        "",
+    ])
+    .err()
+    .expect("refused");
+    assert_eq!(status.and_then(|s| s.code()), Some(2));
+    assert!(err.contains("--credentials-uri-code"), "{err}");
     let (status, err) = Emulator::start_raw(&["--keys", "/nonexistent/keys.yaml"])
         .err()
         .expect("refused");
@@ -1284,7 +1303,9 @@ async fn assume_role_with_oidc_refuses_bad_tokens_and_untrusted_subjects() {
         let sig = other.rsplit('.').next().expect("sig").to_string();
         format!("{h}.{c}.{sig}")
     };
-    let cases: Vec<(String, Vec<(&str, &str)>, u16, &str)> = vec![
+    /// (token, parameters changed, status, code)
+    type Case<'a> = (String, Vec<(&'a str, &'a str)>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (
             mint_oidc_jwt(OIDC_ISSUER, OIDC_CLIENT_ID, OIDC_SUBJECT, now_s - 10),
             vec![],
@@ -1430,6 +1451,18 @@ async fn assume_role_with_oidc_refuses_bad_tokens_and_untrusted_subjects() {
             "InvalidVersion",
         ),
     ];
+    // A policy of more than 2048 characters.
+    let long_policy = format!(
+        r#"{{"Version":"1","Statement":[],"Pad":"{}"}}"#,
+        "x".repeat(2048)
+    );
+    let mut cases = cases;
+    cases.push((
+        good.clone(),
+        vec![("Policy", &long_policy)],
+        400,
+        "InvalidParameter.PolicyGrammar",
+    ));
     let started = Instant::now();
     for (jwt, extra, status, code) in &cases {
         let answer = send_unsigned(&emu.url, &oidc_params(jwt, extra)).await;

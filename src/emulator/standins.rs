@@ -268,6 +268,24 @@ mod tests {
     }
 
     #[test]
+    fn live_tokens_are_bounded() {
+        let s = StandIns::default();
+        for _ in 0..MAX_TOKENS {
+            assert!(matches!(
+                s.grant_token(Some("60"), now()),
+                TokenGrant::Token(_)
+            ));
+        }
+        assert_eq!(s.grant_token(Some("60"), now()), TokenGrant::Full);
+        // Once they have expired, they make room.
+        let later = now() + TimeDelta::seconds(61);
+        assert!(matches!(
+            s.grant_token(Some("60"), later),
+            TokenGrant::Token(_)
+        ));
+    }
+
+    #[test]
     fn modes_change_the_answers() {
         let s = StandIns::default();
         s.set_metadata(MetadataSpec {
