@@ -48,7 +48,8 @@ pub struct AppState {
 /// Where the metadata service lists the instance's role and answers its credentials.
 const SECURITY_CREDENTIALS: &str = "/latest/meta-data/ram/security-credentials";
 
-/// The routes: admin under `/_emulator/`, everything else is an STS request.
+/// The routes: admin under `/_emulator/`, the metadata stand-in under `/latest/`, the credentials
+/// URI at `/credentials-uri`, everything else is an STS request.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/_emulator/faults", get(get_faults).post(set_faults))
