@@ -385,7 +385,7 @@ async fn credentials_uri(State(st): State<Arc<AppState>>, method: Method) -> Res
     let spec = st.standins.uri();
     let status = StatusCode::from_u16(spec.status).unwrap_or(StatusCode::OK);
     if spec.code != SUCCESS {
-        tracing::info!(code = %spec.code, status = spec.status, "credentials-uri request");
+        tracing::info!(code = %loggable(&spec.code), status = spec.status, "credentials-uri request");
         return refuse(
             status,
             &spec.code,
