@@ -31,28 +31,6 @@ fn start_with(sts_url: Option<&str>) -> (tempfile::TempDir, Option<Emulator>, Se
     (dir, emu, server)
 }
 
-async fn metrics(server: &Server) -> String {
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client")
-        .get(format!("{}/metrics", server.health))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text")
-}
-
-/// The value of one sample line (`name{labels} value`), 0 when absent.
-fn sample(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// A v2 token signed now by Alice's key, signing `extra` headers besides the usual four, and
 /// carrying `unsigned` headers too.
 fn alice_v2(extra: &[(&str, &str)], unsigned: &[(&str, &str)]) -> String {
@@ -162,7 +140,7 @@ async fn unsendable_tokens_are_refused_locally_and_do_not_delay_others() {
         "the legitimate review took {legit:?}"
     );
     assert_eq!(emu.requests(), 1, "only the legitimate token reached STS");
-    let m = metrics(&server).await;
+    let m = server.metrics().await;
     assert_eq!(
         sample(&m, "ack_ram_authenticator_sts_connection_failures_total"),
         0.0,
@@ -358,7 +336,7 @@ async fn redirects_are_not_followed() {
         target.heads.lock().expect("lock").is_empty(),
         "the redirect target received the signed request"
     );
-    let m = metrics(&server).await;
+    let m = server.metrics().await;
     assert_eq!(
         sample(
             &m,
@@ -375,7 +353,7 @@ async fn oversized_and_unreadable_answers_are_refused() {
     let written = Arc::new(Mutex::new(0usize));
     let endless = fake_sts(Answer::Endless(written.clone())).await;
     let (_dir, _, server) = start_with(Some(&endless.url));
-    let m = metrics(&server).await;
+    let m = server.metrics().await;
     for reason in ["redirect", "too_large", "unparseable"] {
         assert!(
             m.contains(&format!(
@@ -407,7 +385,7 @@ async fn oversized_and_unreadable_answers_are_refused() {
         sent < 8 << 20,
         "the client kept reading: {sent} bytes written"
     );
-    let m = metrics(&server).await;
+    let m = server.metrics().await;
     assert_eq!(
         sample(
             &m,
@@ -440,7 +418,7 @@ async fn oversized_and_unreadable_answers_are_refused() {
             )
             .await;
         assert_eq!(v["status"]["authenticated"], false, "{v}");
-        let m = metrics(&server).await;
+        let m = server.metrics().await;
         assert_eq!(
             sample(
                 &m,
