@@ -396,6 +396,74 @@ mod tests {
         }
     }
 
+    /// A v2 token whose JSON is edited by `edit` (the signature is not checked locally).
+    fn edited_v2(edit: impl FnOnce(&mut serde_json::Value)) -> String {
+        let token = v2::mint(&v2::MintV2 {
+            access_key_id: "AK",
+            access_key_secret: "secret",
+            security_token: None,
+            cluster_id: "c1",
+            date: "2026-01-01T00:00:00Z",
+            extra_query: &[],
+            user_agent: "t",
+        });
+        let payload = decode_base64(&token[V2_PREFIX.len()..]).expect("base64");
+        let mut json: serde_json::Value = serde_json::from_slice(&payload).expect("json");
+        edit(&mut json);
+        format!(
+            "{V2_PREFIX}{}",
+            base64::engine::general_purpose::STANDARD.encode(json.to_string())
+        )
+    }
+
+    fn signing(name: &str, value: &str) -> String {
+        edited_v2(|j| {
+            let auth = j["headers"]["Authorization"].as_str().expect("auth");
+            let auth = auth.replace("SignedHeaders=", &format!("SignedHeaders={name};"));
+            j["headers"]["Authorization"] = auth.into();
+            j["headers"][name] = value.into();
+        })
+    }
+
+    #[test]
+    fn headers_that_cannot_be_sent_are_refused() {
+        for (name, value) in [
+            ("x-acs-note", "a\nb"),
+            ("x-acs-note", "a\u{7f}"),
+            ("x-acs-note", "caf\u{e9}"),
+            ("x-acs-bad name", "v"),
+            ("x-acs-bad:name", "v"),
+        ] {
+            let err = parse(&signing(name, value)).expect_err(name);
+            assert_eq!(err, TokenError::UnsendableHeader(name.into()), "{name:?}");
+            assert_eq!(err.reason(), "unsendable_header");
+        }
+        // An unsigned header is dropped, not sent: it may hold anything.
+        let token = edited_v2(|j| j["headers"]["user-agent"] = "a\nb".into());
+        assert!(parse(&token).is_ok());
+        // Space and tab inside a value are fine.
+        assert!(parse(&signing("x-acs-note", "a b\tc")).is_ok());
+    }
+
+    #[test]
+    fn signed_host_and_content_type_must_be_what_is_sent() {
+        let sent = [
+            ("host", "sts.example:8443"),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ];
+        let req = parse(&signing("host", "STS.example:8443")).expect("parses");
+        assert_eq!(check_sent_headers(&req, &sent), Ok(()));
+        let req = parse(&signing("host", "sts.aliyuncs.com")).expect("parses");
+        let err = check_sent_headers(&req, &sent).expect_err("another host");
+        assert_eq!(err.reason(), "signed_header_mismatch");
+        assert!(err.to_string().contains("sts.example:8443"), "{err}");
+        let req = parse(&signing("content-type", "application/json")).expect("parses");
+        assert!(check_sent_headers(&req, &sent).is_err());
+        // Not signing them is the usual case.
+        let req = parse(&edited_v2(|_| {})).expect("parses");
+        assert_eq!(check_sent_headers(&req, &sent), Ok(()));
+    }
+
     #[test]
     fn long_untrusted_text_is_shortened() {
         let s = shorten(&"x".repeat(500));
