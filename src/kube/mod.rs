@@ -355,6 +355,40 @@ mod tests {
         assert_eq!(b.next(), Some(Duration::from_millis(100)));
     }
 
+    #[test]
+    fn a_410_in_any_form_is_an_expiry() {
+        use ::kube::runtime::watcher::Error;
+        let status = |code| ::kube::core::ErrorResponse {
+            status: "Failure".into(),
+            message: String::new(),
+            reason: "Expired".into(),
+            code,
+        };
+        assert!(is_expired(&Error::WatchError(status(410))));
+        assert!(is_expired(&Error::WatchStartFailed(::kube::Error::Api(
+            status(410)
+        ))));
+        assert!(is_expired(&Error::InitialListFailed(::kube::Error::Api(
+            status(410)
+        ))));
+        assert!(!is_expired(&Error::WatchError(status(500))));
+        assert!(!is_expired(&Error::WatchStartFailed(::kube::Error::Api(
+            status(403)
+        ))));
+        assert!(!is_expired(&Error::NoResourceVersion));
+    }
+
+    #[test]
+    fn jitter_stays_between_half_and_whole() {
+        for _ in 0..100 {
+            let d = jitter(Duration::from_secs(4));
+            assert!(
+                d >= Duration::from_secs(2) && d <= Duration::from_secs(4),
+                "{d:?}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn supervisor_restarts_ended_and_panicked_tasks() {
         let runs = Arc::new(AtomicUsize::new(0));
