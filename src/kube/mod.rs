@@ -256,8 +256,9 @@ where
 ///
 /// - A `410 Gone` (in the watch stream or as the answer to a watch or list request) is the
 ///   normal end of a watch: the watch starts over with a list at once, without waiting and
-///   without counting a failure. Only a second `410` before any list succeeds waits and
-///   counts (so an API server that answers nothing else cannot spin this loop).
+///   without counting a failure. A `410` within [`EXPIRY_SPACING`] of the previous one counts
+///   as a failure and waits at least that long, so an API server that keeps answering 410
+///   gets at most about one list a second.
 /// - Any other error counts in `failures` and waits the next step of `backoff`.
 /// - The backoff starts over once a list completes or a watch event (a change) arrives.
 pub(crate) async fn run_watch<K, E, R>(
@@ -275,17 +276,13 @@ pub(crate) async fn run_watch<K, E, R>(
     use futures::StreamExt;
     let start = || ::kube::runtime::watcher(api.clone(), config.clone()).boxed();
     let mut stream = start();
-    let mut expired_since_list = 0u32;
+    let mut last_expiry: Option<tokio::time::Instant> = None;
     loop {
         match stream.next().await {
             Some(Ok(event)) => {
                 use ::kube::runtime::watcher::Event;
                 match event {
-                    Event::InitDone => {
-                        expired_since_list = 0;
-                        backoff.reset();
-                    }
-                    Event::Apply(_) | Event::Delete(_) => backoff.reset(),
+                    Event::InitDone | Event::Apply(_) | Event::Delete(_) => backoff.reset(),
                     // `Init` comes before the list is even asked for: no sign of success.
                     Event::Init | Event::InitApply(_) => {}
                 }
@@ -293,24 +290,32 @@ pub(crate) async fn run_watch<K, E, R>(
             }
             Some(Err(e)) => {
                 on_error(&e);
+                let mut at_least = Duration::ZERO;
                 if is_expired(&e) {
                     // The watcher keeps a version the server no longer serves in some of these
                     // cases (a 410 answer to the watch request): start from a fresh list.
                     stream = start();
-                    expired_since_list += 1;
-                    if expired_since_list == 1 {
+                    let now = tokio::time::Instant::now();
+                    let spaced = last_expiry.is_none_or(|t| now - t >= EXPIRY_SPACING);
+                    last_expiry = Some(now);
+                    if spaced {
                         continue;
                     }
+                    // The list in between reset the backoff: keep the pace down regardless.
+                    at_least = EXPIRY_SPACING;
                 }
                 failures.inc();
                 let delay = jitter(backoff.next().unwrap_or(Duration::from_secs(1)));
-                tokio::time::sleep(delay).await;
+                tokio::time::sleep(delay.max(at_least)).await;
             }
             // The watcher never ends; should it, start over.
             None => stream = start(),
         }
     }
 }
+
+/// The shortest time between two `410`s that each start a list at once.
+pub(crate) const EXPIRY_SPACING: Duration = Duration::from_secs(1);
 
 /// Between half of `d` and `d`, so that many watchers do not retry in step.
 fn jitter(d: Duration) -> Duration {
