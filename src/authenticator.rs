@@ -113,7 +113,9 @@ impl Denial {
     /// The metric result label.
     pub fn result(&self) -> AuthResult {
         match self {
-            Self::Token(_) | Self::Audience => AuthResult::invalid_token,
+            Self::Token(_) | Self::Audience | Self::Sts(StsError::Unsendable(_)) => {
+                AuthResult::invalid_token
+            }
             Self::Sts(_) | Self::BadIdentity(_) => AuthResult::sts_error,
             Self::NotMapped(_) => AuthResult::unknown_user,
             Self::AccountNotAllowed(_) => AuthResult::account_not_allowed,
@@ -124,6 +126,7 @@ impl Denial {
     pub fn reason(&self) -> String {
         match self {
             Self::Token(e) => e.reason().to_string(),
+            Self::Sts(StsError::Unsendable(_)) => "unsendable_request".into(),
             Self::Sts(e) => format!("sts:{}", e.code()),
             Self::BadIdentity(_) => "sts:bad_identity".into(),
             Self::NotMapped(_) => "not_mapped".into(),
@@ -179,6 +182,8 @@ pub struct Authenticator {
     scrubbed_accounts: HashSet<String>,
     /// Accounts allowed to log in; empty means every account.
     allowed_accounts: HashSet<String>,
+    /// The headers the STS client sets itself (`host`, `content-type`) and their values.
+    sent_headers: [(&'static str, String); 2],
 }
 
 impl Authenticator {
@@ -199,6 +204,7 @@ impl Authenticator {
         Self {
             cluster_id,
             clock,
+            sent_headers: sts.sent_headers(),
             sts,
             chain,
             cache,
@@ -263,11 +269,16 @@ impl Authenticator {
         parsed: Result<token::SignedRequest, TokenError>,
     ) -> (Result<User, Denial>, Option<Identity>, bool) {
         let now = self.clock.now();
-        let req =
-            match parsed.and_then(|req| token::check(&req, &self.cluster_id, now).map(|()| req)) {
-                Ok(req) => req,
-                Err(e) => return (Err(e.into()), None, false),
-            };
+        let sent = self.sent_headers.each_ref().map(|(k, v)| (*k, v.as_str()));
+        let checked = parsed.and_then(|req| {
+            token::check(&req, &self.cluster_id, now)?;
+            token::check_sent_headers(&req, &sent)?;
+            Ok(req)
+        });
+        let req = match checked {
+            Ok(req) => req,
+            Err(e) => return (Err(e.into()), None, false),
+        };
         match self.confirm(digest, req, now).await {
             (Err(denial), hit) => (Err(denial), None, hit),
             (Ok(identity), hit) => {
@@ -341,7 +352,7 @@ impl Authenticator {
         // Token life left, measured on the injected clock, as a monotonic deadline.
         let life_left = (req.valid_until() - now).to_std().unwrap_or(Duration::ZERO);
         let settings = &self.cache_settings;
-        let checked = |ci: crate::sts::CallerIdentity| {
+        let checked = |ci: crate::identity::CallerIdentity| {
             let principal = principal_of(&ci);
             let packed = pack(&ci.account_id, &ci.arn, &principal)?;
             // Refuse an identity whose ARN cannot be read before remembering it.

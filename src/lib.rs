@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod emulator;
 pub mod files;
+pub mod identity;
 pub mod kube;
 pub mod logging;
 pub mod mapping;

@@ -68,7 +68,17 @@ pub struct Metrics {
     pub certificate_expiry: Gauge<f64, AtomicU64>,
     pub mappings_skipped: Family<SourceLabel, Gauge>,
     pub mapping_source_ready: Family<SourceLabel, Gauge>,
+    pub sts_bad_responses: Family<ReasonLabel, Counter>,
+    pub watch_failures: Family<SourceLabel, Counter>,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+/// `reason` values of `sts_bad_responses_total`, all exported from the start.
+pub const STS_BAD_RESPONSE_REASONS: [&str; 3] = ["redirect", "too_large", "unparseable"];
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
     [
@@ -186,6 +196,24 @@ impl Metrics {
             "Whether a mapping source has loaded (1) or is still waiting (0), by source",
             mapping_source_ready.clone(),
         );
+        let sts_bad_responses = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "sts_bad_responses",
+            "STS answers that were not used: a redirect (never followed), a body over the size \
+             cap, an identity that cannot be read",
+            sts_bad_responses.clone(),
+        );
+        for reason in STS_BAD_RESPONSE_REASONS {
+            let _ = sts_bad_responses.get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            });
+        }
+        let watch_failures = Family::<SourceLabel, Counter>::default();
+        registry.register(
+            "watch_failures",
+            "Failed lists and watches of a Kubernetes mapping source (a 410 Gone is not one)",
+            watch_failures.clone(),
+        );
         Self {
             registry,
             authenticate_latency,
@@ -204,7 +232,27 @@ impl Metrics {
             certificate_expiry,
             mappings_skipped,
             mapping_source_ready,
+            sts_bad_responses,
+            watch_failures,
         }
+    }
+
+    /// Counts an STS answer that was not used.
+    pub fn sts_bad_response(&self, reason: &str) {
+        self.sts_bad_responses
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// The failure counter of a Kubernetes source (created at 0 when first asked for).
+    pub fn watch_failures_of(&self, source: &str) -> Counter {
+        self.watch_failures
+            .get_or_create(&SourceLabel {
+                source: source.to_string(),
+            })
+            .clone()
     }
 
     pub fn observe_review(&self, result: AuthResult, elapsed: Duration) {

@@ -465,6 +465,30 @@ async fn watches_ended_by_the_server_resume_without_a_relist() {
     assert_eq!(api.list_requests(MAPPINGS_PATH), 1);
 }
 
+/// The STS emulator and the whole server with `--backend-mode <modes> --kubeconfig <fake>`.
+async fn start_server(
+    api: &FakeApiServer,
+    modes: &str,
+) -> (tempfile::TempDir, common::Emulator, common::Server) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = api.write_kubeconfig(dir.path());
+    let path = dir.path().to_path_buf();
+    let modes = modes.to_string();
+    let (emu, server) = tokio::task::spawn_blocking(move || {
+        let emu = common::Emulator::start(&path, &[]);
+        let kc = kubeconfig.to_str().expect("utf-8 path").to_string();
+        let server = common::Server::start(
+            &path,
+            &emu.url,
+            &["--backend-mode", &modes, "--kubeconfig", &kc],
+        );
+        (emu, server)
+    })
+    .await
+    .expect("start");
+    (dir, emu, server)
+}
+
 /// The whole server (`--backend-mode CRD --kubeconfig <fake>`) with the STS emulator: the
 /// TokenReview answer for the same identity follows the RAMIdentityMapping objects.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -473,14 +497,7 @@ async fn server_reviews_follow_ramidentitymappings() {
     let api = FakeApiServer::start().await;
     let alice = "acs:ram::1234567890123456:user/alice";
     api.put_mapping("alice", alice, "alice-from-crd", &["crd-group"]);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = api.write_kubeconfig(dir.path());
-    let path = dir.path().to_path_buf();
-    let (emu, server) = tokio::task::spawn_blocking(move || {
-        common::start_with_kubeconfig(&path, &kubeconfig, &["--backend-mode", "CRD"])
-    })
-    .await
-    .expect("start");
+    let (_dir, emu, server) = start_server(&api, "CRD").await;
     let client = server.client();
     let token = || common::v2_token("LTAI5tAlice", "AliceSecret", None, common::CLUSTER);
     let review = |client: reqwest::Client, token: String| {
@@ -540,4 +557,213 @@ async fn server_reviews_follow_ramidentitymappings() {
         .requests()
         .iter()
         .all(|r| r.starts_with(&format!("GET {MAPPINGS_PATH}")) || r.starts_with("PATCH ")));
+}
+
+/// A `410 Gone` is the normal end of a watch: the source lists again at once, whether the 410
+/// comes inside the watch stream or as the answer to the watch request, and it is not counted
+/// as a failure. The backoff here is long (3 s): any wait for it would break the bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_410_relists_at_once_and_is_not_a_failure() {
+    support::init();
+    let api = FakeApiServer::start().await;
+    for name in ["a", "b", "keep"] {
+        api.put_mapping(name, &arn(&format!("user/{name}")), name, &[]);
+    }
+    let opts = WatchOptions {
+        backoff_min: Duration::from_secs(3),
+        backoff_max: Duration::from_secs(3),
+        restart_delay: Duration::from_millis(50),
+        watch_timeout_secs: Some(1),
+        ..WatchOptions::default()
+    };
+    let metrics = Arc::new(Metrics::new());
+    let source = CrdSource::spawn(api.client(), metrics.clone(), &opts);
+    eventually("first list", BOUND, || {
+        has(&*source, &arn("user/a"), Some("a")) && has(&*source, &arn("user/b"), Some("b"))
+    })
+    .await;
+    let bound = Duration::from_millis(1500);
+
+    // In the stream: deleted unseen, then the open watch ends with the 410 ERROR event.
+    api.delete_mapping_unseen("a").expect("exists");
+    api.expire_history();
+    let took = eventually("re-list after an in-stream 410", bound, || {
+        has(&*source, &arn("user/a"), None)
+    })
+    .await;
+    eprintln!("in-stream 410: the deletion applied after {took:?}");
+    assert_eq!(api.list_requests(MAPPINGS_PATH), 2);
+
+    // As the answer to the watch request (the watch in place ends within its 1 s timeout).
+    // A second apart, as two expiries are (closer ones count as failures: no busy loop).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    api.delete_mapping_unseen("b").expect("exists");
+    api.answer_watches_with_gone(1);
+    let took = eventually(
+        "re-list after an HTTP 410",
+        bound + Duration::from_secs(1),
+        || has(&*source, &arn("user/b"), None),
+    )
+    .await;
+    eprintln!("HTTP 410: the deletion applied after {took:?}");
+    assert_eq!(api.list_requests(MAPPINGS_PATH), 3);
+    assert!(has(&*source, &arn("user/keep"), Some("keep")));
+    assert_eq!(
+        metrics.watch_failures_of("CRD").get(),
+        0,
+        "a 410 is not a failure"
+    );
+    assert!(metrics
+        .encode()
+        .contains("ack_ram_authenticator_watch_failures_total{source=\"CRD\"} 0"));
+}
+
+/// An API server that answers every watch with 410 gets about one list a second, not a busy
+/// loop; the failures are counted; once it watches normally again, so does the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_410s_do_not_spin() {
+    support::init();
+    let api = FakeApiServer::start().await;
+    api.put_mapping("a", &arn("user/a"), "a", &[]);
+    api.answer_watches_with_gone(usize::MAX);
+    let metrics = Arc::new(Metrics::new());
+    let source = CrdSource::spawn(api.client(), metrics.clone(), &options());
+    eventually("first list", BOUND, || {
+        has(&*source, &arn("user/a"), Some("a"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let lists = api.list_requests(MAPPINGS_PATH);
+    assert!((2..=6).contains(&lists), "{lists} lists in about 3 s");
+    assert!(metrics.watch_failures_of("CRD").get() >= 1);
+    api.answer_watches_with_gone(0);
+    api.put_mapping("b", &arn("user/b"), "b", &[]);
+    eventually("watching again", BOUND, || {
+        has(&*source, &arn("user/b"), Some("b"))
+    })
+    .await;
+}
+
+/// The whole server against an API server that fails (503) long enough for the watches'
+/// backoff to reach its cap, while a RAMIdentityMapping is deleted and the ConfigMap edited and
+/// the history compacted: the last mappings serve meanwhile; once the API server is back,
+/// both sources catch up within the (default) cap plus two seconds, and the 410 each watch meets
+/// costs no extra wait. Every request names the product in its User-Agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_catches_up_within_seconds_after_an_outage() {
+    support::init();
+    let api = FakeApiServer::start().await;
+    let alice = "acs:ram::1234567890123456:user/alice";
+    let erin_users = "- userarn: acs:ram::4444444444444444:user/erin\n  username: erin\n";
+    api.put_mapping("alice", alice, "alice-from-crd", &[]);
+    api.put_configmap("alibabacloud-auth", &[("mapUsers", erin_users)]);
+    let (_dir, _emu, server) = start_server(&api, "CRD,ACKConfigMap").await;
+    let client = server.client();
+    let granted = |akid: &'static str, secret: &'static str| {
+        let (client, server) = (client.clone(), &server);
+        async move {
+            let token = common::v2_token(akid, secret, None, common::CLUSTER);
+            let v = server
+                .review(&client, "authentication.k8s.io/v1", &token)
+                .await;
+            v["status"]["authenticated"] == true
+        }
+    };
+    let start = tokio::time::Instant::now();
+    while !(granted("LTAI5tAlice", "AliceSecret").await
+        && granted("LTAI5tErin", "ErinSecret").await)
+    {
+        assert!(start.elapsed() < Duration::from_secs(5), "never granted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The outage: long enough for the default backoff (0.5 s doubling to 4 s) to reach its cap.
+    let outage_started = tokio::time::Instant::now();
+    api.set_outage(true);
+    api.put_configmap("alibabacloud-auth", &[("mapUsers", "[]")]);
+    api.delete_mapping_unseen("alice").expect("exists");
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    assert!(
+        granted("LTAI5tAlice", "AliceSecret").await && granted("LTAI5tErin", "ErinSecret").await,
+        "the last mappings serve during the outage"
+    );
+    let back = tokio::time::Instant::now();
+    api.set_outage(false);
+    let cap = WatchOptions::default().backoff_max;
+    loop {
+        let alice = granted("LTAI5tAlice", "AliceSecret").await;
+        let erin = granted("LTAI5tErin", "ErinSecret").await;
+        if !alice && !erin {
+            break;
+        }
+        assert!(
+            back.elapsed() < cap + Duration::from_secs(2),
+            "still granted {:?} after the API server came back (alice {alice}, erin {erin})",
+            back.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "caught up {:?} after the API server came back",
+        back.elapsed()
+    );
+
+    let requests = api.requests();
+    let times = api.request_times();
+    for path in [MAPPINGS_PATH, CONFIGMAPS_PATH] {
+        let on_path: Vec<(tokio::time::Instant, &String)> = times
+            .iter()
+            .zip(&requests)
+            .filter(|(_, r)| r.starts_with(&format!("GET {path}")))
+            .map(|(t, r)| (*t, r))
+            .collect();
+        // During the outage the attempts spread out: the backoff grew, up to its cap.
+        let during: Vec<tokio::time::Instant> = on_path
+            .iter()
+            .map(|(t, _)| *t)
+            .filter(|t| *t > outage_started && *t < back)
+            .collect();
+        let gaps: Vec<Duration> = during.windows(2).map(|w| w[1] - w[0]).collect();
+        eprintln!("{path}: gaps during the outage {gaps:?}");
+        assert!(
+            during.len() >= 4 && during.len() <= 12,
+            "{path}: {} attempts in 9 s",
+            during.len()
+        );
+        assert!(gaps.iter().any(|g| *g >= cap / 2), "{path}: {gaps:?}");
+        assert!(
+            gaps.iter().all(|g| *g <= cap + Duration::from_secs(1)),
+            "{path}: {gaps:?}"
+        );
+        // Once back: the first request met a 410, and the list followed at once.
+        let after: Vec<&(tokio::time::Instant, &String)> =
+            on_path.iter().filter(|(t, _)| *t >= back).collect();
+        let first = after.first().expect("a request after the outage").0;
+        let list = after
+            .iter()
+            .find(|(_, r)| !r.contains("watch="))
+            .expect("a list after the outage")
+            .0;
+        assert!(
+            list - first < Duration::from_millis(500),
+            "{path}: listed {:?} after the first request",
+            list - first
+        );
+    }
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        api.user_agents()
+            .iter()
+            .all(|ua| *ua == format!("ram-authenticator/{version}")),
+        "{:?}",
+        api.user_agents()
+    );
+    let metrics = server.metrics().await;
+    for source in ["CRD", "ACKConfigMap"] {
+        let series = format!("ack_ram_authenticator_watch_failures_total{{source=\"{source}\"}}");
+        assert!(
+            common::sample(&metrics, &series) >= 3.0,
+            "{source}: {metrics}"
+        );
+    }
 }

@@ -48,14 +48,7 @@ async fn one_sts_call_for_fifty_concurrent_reviews_and_none_for_repeats() {
         assert_eq!(v["status"]["authenticated"], true);
     }
     assert_eq!(emu.requests(), 1, "repeats are answered from the cache");
-    let metrics = client
-        .get(format!("{}/metrics", server.health))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("ack_ram_authenticator_identity_cache_hits_total"),
         "{metrics}"
@@ -153,14 +146,7 @@ async fn answers_within_the_deadline_when_sts_misbehaves_and_recovers() {
         )
         .await;
     assert_eq!(v["status"]["authenticated"], true, "service restored: {v}");
-    let metrics = client
-        .get(format!("{}/metrics", server.health))
-        .send()
-        .await
-        .expect("m")
-        .text()
-        .await
-        .expect("t");
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("ack_ram_authenticator_sts_throttles_total 1"),
         "{metrics}"

@@ -224,6 +224,7 @@ impl ConfigMapSource {
 
     /// A source and its supervised watch of `kube-system/alibabacloud-auth`.
     pub fn spawn(client: Client, metrics: Arc<Metrics>, options: &WatchOptions) -> Arc<Self> {
+        let failures = metrics.watch_failures_of(SOURCE);
         let source = Arc::new(Self::new(metrics));
         let api: Api<ConfigMap> = Api::namespaced(client, NAMESPACE);
         let config = options
@@ -238,6 +239,7 @@ impl ConfigMapSource {
                 api.clone(),
                 config.clone(),
                 options.backoff(),
+                failures.clone(),
                 move |event| s.handle(event),
                 move |err| e.watch_failed(err),
             )

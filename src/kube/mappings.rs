@@ -77,12 +77,14 @@ impl CrdSource {
         let config = options.watcher_config();
         let options = options.clone();
         let s = source.clone();
+        let failures = source.metrics.watch_failures_of(SOURCE);
         super::supervise("CRD", options.restart_delay, move || {
             let s = s.clone();
             super::run_watch(
                 api.clone(),
                 config.clone(),
                 options.backoff(),
+                failures.clone(),
                 move |event| s.handle(event),
                 |err| {
                     if super::is_expired(err) {

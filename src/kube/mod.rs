@@ -5,9 +5,13 @@
 //! whole by one task that applies the watch events ([`ConfigMapSource::handle`],
 //! [`CrdSource::handle`]); lookups never touch the API server. A re-list (at start and after
 //! the API server answers `410 Gone`) replaces the index, so objects deleted while the watch
-//! was disconnected disappear. While the API server is unreachable the last mappings keep
-//! serving and the watch retries with an exponential backoff. A watch task that ends or
-//! panics is restarted by its supervisor, so the sources never go stale silently.
+//! was disconnected disappear. A `410` is the normal end of a watch, not a failure: the source
+//! lists again at once. While the API server is unreachable (or failing) the last mappings keep
+//! serving and the watch retries with a jittered exponential backoff, capped low enough that
+//! every source catches up within seconds of the API server coming back, and reset once a list
+//! succeeds. A watch task that ends or panics is restarted by its supervisor, so the sources
+//! never go stale silently. The client names itself with a `User-Agent` of
+//! `ram-authenticator/<version>`.
 
 pub mod configmap;
 pub mod crd;
@@ -19,8 +23,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ::kube::config::{KubeConfigOptions, Kubeconfig};
-use ::kube::runtime::utils::{Backoff, ResetTimerBackoff};
+use ::kube::runtime::utils::Backoff;
 use ::kube::{Client, Config};
+use prometheus_client::metrics::counter::Counter;
 
 use crate::config::BackendMode;
 use crate::mapping::Source;
@@ -54,9 +59,11 @@ pub enum ClientError {
 /// Tuning of the watches; the defaults suit production.
 #[derive(Clone, Debug)]
 pub struct WatchOptions {
-    /// First delay after a failed list or watch (doubles up to `backoff_max`).
+    /// First delay after a failed list or watch (doubles up to `backoff_max`; each delay is
+    /// jittered down by up to half).
     pub backoff_min: Duration,
-    /// Longest delay between two attempts while the API server is unreachable.
+    /// Longest delay between two attempts while the API server is unreachable or failing: also
+    /// the longest a source can lag once the API server is back.
     pub backoff_max: Duration,
     /// Write `status.canonicalARN` of `RAMIdentityMapping` objects (needs `patch` on
     /// `ramidentitymappings/status`; a denial is logged once and the writes stop).
@@ -70,8 +77,8 @@ pub struct WatchOptions {
 impl Default for WatchOptions {
     fn default() -> Self {
         Self {
-            backoff_min: Duration::from_millis(800),
-            backoff_max: Duration::from_secs(30),
+            backoff_min: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(4),
             write_status: true,
             watch_timeout_secs: None,
             restart_delay: Duration::from_secs(1),
@@ -88,17 +95,16 @@ impl WatchOptions {
         config
     }
 
-    /// The watch's backoff; like kube-rs' default, it also starts over after two minutes
-    /// without failures (bookmarks alone do not count as successes).
-    pub(crate) fn backoff(&self) -> ResetTimerBackoff<ExpBackoff> {
-        ResetTimerBackoff::new(
-            ExpBackoff::new(self.backoff_min, self.backoff_max),
-            Duration::from_secs(120),
-        )
+    /// The watch's backoff (see [`run_watch`] for when it applies and resets).
+    pub(crate) fn backoff(&self) -> ExpBackoff {
+        ExpBackoff::new(self.backoff_min, self.backoff_max)
     }
 }
 
-/// Exponential backoff (doubling from `min` to `max`), reset by any successful watch event.
+/// `User-Agent` of every request to the Kubernetes API.
+pub const USER_AGENT: &str = concat!("ram-authenticator/", env!("CARGO_PKG_VERSION"));
+
+/// Exponential backoff (doubling from `min` to `max`); [`run_watch`] resets it.
 #[derive(Clone, Debug)]
 pub(crate) struct ExpBackoff {
     min: Duration,
@@ -150,7 +156,16 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, ClientError> {
         }
         None => Config::infer().await?,
     };
-    Ok(Client::try_from(config)?)
+    Ok(Client::try_from(identify(config))?)
+}
+
+/// Adds the product's `User-Agent` to a client configuration.
+pub fn identify(mut config: Config) -> Config {
+    config.headers.push((
+        hyper::header::USER_AGENT,
+        hyper::header::HeaderValue::from_static(USER_AGENT),
+    ));
+    config
 }
 
 /// Starts the Kubernetes-backed sources among `modes` (in that order) and returns them; the
@@ -188,6 +203,10 @@ pub fn start_with_client(
     for mode in modes {
         if out.iter().any(|(m, _)| m == mode) {
             continue;
+        }
+        if !matches!(mode, BackendMode::MountedFile) {
+            // Exported at 0 from the start for each configured source.
+            metrics.watch_failures_of(mode.as_str());
         }
         match mode {
             BackendMode::AckConfigMap => {
@@ -233,12 +252,20 @@ where
     })
 }
 
-/// Follows one watch forever: events go to `on_event`, errors (after which the watcher
-/// backs off and recovers by itself) to `on_error`.
+/// Follows one watch forever: events go to `on_event`, errors to `on_error`.
+///
+/// - A `410 Gone` (in the watch stream or as the answer to a watch or list request) is the
+///   normal end of a watch: the watch starts over with a list at once, without waiting and
+///   without counting a failure. A `410` within [`EXPIRY_SPACING`] of the previous one counts
+///   as a failure and waits at least that long, so an API server that keeps answering 410
+///   gets at most about one list a second.
+/// - Any other error counts in `failures` and waits the next step of `backoff`.
+/// - The backoff starts over once a list completes or a watch event (a change) arrives.
 pub(crate) async fn run_watch<K, E, R>(
     api: ::kube::Api<K>,
     config: ::kube::runtime::watcher::Config,
-    backoff: impl Backoff,
+    mut backoff: impl Backoff,
+    failures: Counter,
     mut on_event: E,
     mut on_error: R,
 ) where
@@ -246,22 +273,66 @@ pub(crate) async fn run_watch<K, E, R>(
     E: FnMut(::kube::runtime::watcher::Event<K>),
     R: FnMut(&::kube::runtime::watcher::Error),
 {
-    use ::kube::runtime::WatchStreamExt;
     use futures::StreamExt;
-    let stream = ::kube::runtime::watcher(api, config).backoff(backoff);
-    let mut stream = std::pin::pin!(stream);
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(event) => on_event(event),
-            Err(e) => on_error(&e),
+    let start = || ::kube::runtime::watcher(api.clone(), config.clone()).boxed();
+    let mut stream = start();
+    let mut last_expiry: Option<tokio::time::Instant> = None;
+    loop {
+        match stream.next().await {
+            Some(Ok(event)) => {
+                use ::kube::runtime::watcher::Event;
+                match event {
+                    Event::InitDone | Event::Apply(_) | Event::Delete(_) => backoff.reset(),
+                    // `Init` comes before the list is even asked for: no sign of success.
+                    Event::Init | Event::InitApply(_) => {}
+                }
+                on_event(event);
+            }
+            Some(Err(e)) => {
+                on_error(&e);
+                let mut at_least = Duration::ZERO;
+                if is_expired(&e) {
+                    // The watcher keeps a version the server no longer serves in some of these
+                    // cases (a 410 answer to the watch request): start from a fresh list.
+                    stream = start();
+                    let now = tokio::time::Instant::now();
+                    let spaced = last_expiry.is_none_or(|t| now - t >= EXPIRY_SPACING);
+                    last_expiry = Some(now);
+                    if spaced {
+                        continue;
+                    }
+                    // The list in between reset the backoff: keep the pace down regardless.
+                    at_least = EXPIRY_SPACING;
+                }
+                failures.inc();
+                let delay = jitter(backoff.next().unwrap_or(Duration::from_secs(1)));
+                tokio::time::sleep(delay.max(at_least)).await;
+            }
+            // The watcher never ends; should it, start over.
+            None => stream = start(),
         }
     }
 }
 
+/// The shortest time between two `410`s that each start a list at once.
+pub(crate) const EXPIRY_SPACING: Duration = Duration::from_secs(1);
+
+/// Between half of `d` and `d`, so that many watchers do not retry in step.
+fn jitter(d: Duration) -> Duration {
+    d.mul_f64(rand::random_range(0.5..=1.0))
+}
+
 /// Whether a watch error is the API server saying the watched history expired (`410 Gone`):
-/// routine, the watcher re-lists.
+/// routine, the source lists again.
 pub(crate) fn is_expired(e: &::kube::runtime::watcher::Error) -> bool {
-    matches!(e, ::kube::runtime::watcher::Error::WatchError(s) if s.code == 410)
+    use ::kube::runtime::watcher::Error;
+    match e {
+        Error::WatchError(s) => s.code == 410,
+        Error::InitialListFailed(::kube::Error::Api(s))
+        | Error::WatchStartFailed(::kube::Error::Api(s))
+        | Error::WatchFailed(::kube::Error::Api(s)) => s.code == 410,
+        _ => false,
+    }
 }
 
 struct AbortOnDrop(tokio::task::AbortHandle);
@@ -287,6 +358,40 @@ mod tests {
         assert_eq!(got, vec![100, 200, 350, 350]);
         b.reset();
         assert_eq!(b.next(), Some(Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn a_410_in_any_form_is_an_expiry() {
+        use ::kube::runtime::watcher::Error;
+        let status = |code| ::kube::core::ErrorResponse {
+            status: "Failure".into(),
+            message: String::new(),
+            reason: "Expired".into(),
+            code,
+        };
+        assert!(is_expired(&Error::WatchError(status(410))));
+        assert!(is_expired(&Error::WatchStartFailed(::kube::Error::Api(
+            status(410)
+        ))));
+        assert!(is_expired(&Error::InitialListFailed(::kube::Error::Api(
+            status(410)
+        ))));
+        assert!(!is_expired(&Error::WatchError(status(500))));
+        assert!(!is_expired(&Error::WatchStartFailed(::kube::Error::Api(
+            status(403)
+        ))));
+        assert!(!is_expired(&Error::NoResourceVersion));
+    }
+
+    #[test]
+    fn jitter_stays_between_half_and_whole() {
+        for _ in 0..100 {
+            let d = jitter(Duration::from_secs(4));
+            assert!(
+                d >= Duration::from_secs(2) && d <= Duration::from_secs(4),
+                "{d:?}"
+            );
+        }
     }
 
     #[tokio::test]

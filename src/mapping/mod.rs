@@ -20,7 +20,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::arn::{Arn, ArnError, CanonicalArn};
-use crate::sts::CallerIdentity;
+use crate::identity::CallerIdentity;
 
 pub use index::{Entry, Index};
 pub use template::Template;

@@ -4,6 +4,13 @@
 //!
 //! Every call has a per-attempt timeout and an overall deadline; connection errors and 5xx are
 //! retried with jittered backoff inside the deadline, 4xx never; concurrent calls are capped.
+//!
+//! The request is built before anything is sent: one that cannot be built (a header that is
+//! not valid HTTP) is refused at once, without a retry and without taking a call slot. It
+//! carries the configured endpoint's `Host` and this client's own `Content-Type`, whatever the
+//! token says. Answers are trusted no further than needed: redirects are not followed (a
+//! redirect target would receive the signed request and its security token) and a body is
+//! read up to [`MAX_RESPONSE_BYTES`] only.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,8 +19,15 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
+pub use crate::identity::CallerIdentity;
 use crate::metrics::Metrics;
 use crate::token::SignedRequest;
+
+/// The `Content-Type` of every `POST` to STS (the body is empty).
+pub const CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
+
+/// The largest STS answer read; an identity is well under 1 KiB.
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
 /// The global STS endpoint, used when neither an endpoint nor a region is configured.
 pub const GLOBAL_ENDPOINT: &str = "https://sts.aliyuncs.com";
@@ -28,24 +42,6 @@ pub fn endpoint_for(explicit: Option<&str>, region: Option<&str>) -> String {
         (None, Some(r)) => format!("https://sts-vpc.{r}.aliyuncs.com"),
         (None, None) => GLOBAL_ENDPOINT.to_string(),
     }
-}
-
-/// The identity STS returns for `GetCallerIdentity`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct CallerIdentity {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
-    pub account_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role_id: Option<String>,
-    pub arn: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub identity_type: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub principal_id: Option<String>,
 }
 
 /// The error body STS sends with a 4xx or 5xx.
@@ -86,6 +82,8 @@ pub enum StsError {
     DeadlineExceeded(Duration),
     #[error("STS answered with an unreadable response: {0}")]
     BadResponse(String),
+    #[error("the request to STS cannot be built: {0}")]
+    Unsendable(String),
 }
 
 impl StsError {
@@ -98,6 +96,7 @@ impl StsError {
             Self::Unavailable(_) => "Unavailable",
             Self::DeadlineExceeded(_) => "DeadlineExceeded",
             Self::BadResponse(_) => "BadResponse",
+            Self::Unsendable(_) => "Unsendable",
         }
     }
 
@@ -105,6 +104,7 @@ impl StsError {
     /// remembering briefly.
     pub fn is_verdict_on_token(&self) -> bool {
         matches!(self, Self::Rejected { status, .. } if (400..500).contains(status))
+            || matches!(self, Self::Unsendable(_))
     }
 }
 
@@ -177,6 +177,7 @@ impl StsClient {
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(settings.max_concurrent)
             .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("ram-authenticator/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = &settings.ca_file {
             builder = builder.tls_certs_merge(load_ca(path)?);
@@ -200,6 +201,21 @@ impl StsClient {
         &self.settings
     }
 
+    /// The `Host` header every request carries: the endpoint's host, and its port unless it is
+    /// the scheme's default.
+    pub fn host_header(&self) -> String {
+        host_header(&self.settings.endpoint)
+    }
+
+    /// The headers this client sets itself, whatever a token says (for
+    /// [`crate::token::check_sent_headers`]).
+    pub fn sent_headers(&self) -> [(&'static str, String); 2] {
+        [
+            ("host", self.host_header()),
+            ("content-type", CONTENT_TYPE.to_string()),
+        ]
+    }
+
     /// Sends the signed request recovered from a token and reads the caller's identity.
     pub async fn get_caller_identity(
         &self,
@@ -208,14 +224,21 @@ impl StsClient {
         let body = self
             .call(req.method(), &req.query_string(), &req.headers())
             .await?;
-        let identity: CallerIdentity = serde_json::from_slice(&body)
-            .map_err(|e| StsError::BadResponse(format!("identity JSON: {e}")))?;
-        if identity.arn.is_empty() || identity.account_id.is_empty() {
-            return Err(StsError::BadResponse(
-                "identity without Arn or AccountId".into(),
-            ));
+        let identity = serde_json::from_slice::<CallerIdentity>(&body)
+            .map_err(|e| StsError::BadResponse(format!("identity JSON: {e}")))
+            .and_then(|identity| {
+                if identity.arn.is_empty() || identity.account_id.is_empty() {
+                    Err(StsError::BadResponse(
+                        "identity without Arn or AccountId".into(),
+                    ))
+                } else {
+                    Ok(identity)
+                }
+            });
+        if identity.is_err() {
+            self.bad_response("unparseable");
         }
-        Ok(identity)
+        identity
     }
 
     /// Sends one request (with retries inside the deadline) and returns the body of a 200.
@@ -225,9 +248,11 @@ impl StsClient {
         query: &str,
         headers: &[(String, String)],
     ) -> Result<Vec<u8>, StsError> {
+        // Built once, before a slot is taken: what cannot be built is never retried.
+        let prepared = self.prepare(method, query, headers)?;
         let started = Instant::now();
         let deadline = self.settings.deadline;
-        let result = tokio::time::timeout(deadline, self.call_with_retries(method, query, headers))
+        let result = tokio::time::timeout(deadline, self.call_with_retries(&prepared))
             .await
             .unwrap_or(Err(StsError::DeadlineExceeded(deadline)));
         if let Some(m) = &self.metrics {
@@ -238,6 +263,7 @@ impl StsClient {
                 Err(StsError::ServerError { .. }) => "server_error",
                 Err(StsError::Unavailable(_)) | Err(StsError::DeadlineExceeded(_)) => "unavailable",
                 Err(StsError::BadResponse(_)) => "bad_response",
+                Err(StsError::Unsendable(_)) => "unsendable",
             };
             m.observe_sts_call(outcome, started.elapsed());
             if matches!(result, Err(StsError::Throttled { .. })) {
@@ -247,12 +273,63 @@ impl StsClient {
         result
     }
 
-    async fn call_with_retries(
+    /// The request as it will be sent: the endpoint's URL with `query`, the given headers
+    /// (except `host` and `content-type`, which are this client's), `Accept` and, for a `POST`,
+    /// [`CONTENT_TYPE`].
+    fn prepare(
         &self,
         method: &str,
         query: &str,
         headers: &[(String, String)],
-    ) -> Result<Vec<u8>, StsError> {
+    ) -> Result<Prepared, StsError> {
+        use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE as CT};
+        let url = if query.is_empty() {
+            format!("{}/", self.settings.endpoint)
+        } else {
+            format!("{}/?{query}", self.settings.endpoint)
+        };
+        // The URL may carry a v1 token's signature: say what is wrong, never what it holds.
+        let url = reqwest::Url::parse(&url)
+            .map_err(|e| StsError::Unsendable(format!("the URL cannot be built: {e}")))?;
+        let method = reqwest::Method::from_bytes(method.as_bytes())
+            .map_err(|_| StsError::Unsendable("bad method".into()))?;
+        let mut map = HeaderMap::new();
+        map.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        if method == reqwest::Method::POST {
+            map.insert(CT, HeaderValue::from_static(CONTENT_TYPE));
+        }
+        for (k, v) in headers {
+            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+                StsError::Unsendable(format!(
+                    "header name {:?} is not an HTTP token",
+                    crate::types::shorten(k, 64)
+                ))
+            })?;
+            if name == reqwest::header::HOST || name == CT {
+                continue;
+            }
+            let value = HeaderValue::from_str(v)
+                .ok()
+                .filter(|_| crate::token::is_sendable_value(v))
+                .ok_or_else(|| {
+                    StsError::Unsendable(format!("header {name} has a value that cannot be sent"))
+                })?;
+            map.insert(name, value);
+        }
+        Ok(Prepared {
+            method,
+            url,
+            headers: map,
+        })
+    }
+
+    fn bad_response(&self, reason: &'static str) {
+        if let Some(m) = &self.metrics {
+            m.sts_bad_response(reason);
+        }
+    }
+
+    async fn call_with_retries(&self, prepared: &Prepared) -> Result<Vec<u8>, StsError> {
         let _permit = self
             .permits
             .acquire()
@@ -260,7 +337,7 @@ impl StsClient {
             .map_err(|_| StsError::Unavailable("client closed".into()))?;
         let mut attempt = 0u32;
         loop {
-            let result = self.attempt(method, query, headers).await;
+            let result = self.attempt(prepared).await;
             let retryable = matches!(
                 result,
                 Err(StsError::Unavailable(_)) | Err(StsError::ServerError { .. })
@@ -275,38 +352,32 @@ impl StsClient {
         }
     }
 
-    async fn attempt(
-        &self,
-        method: &str,
-        query: &str,
-        headers: &[(String, String)],
-    ) -> Result<Vec<u8>, StsError> {
-        let url = if query.is_empty() {
-            format!("{}/", self.settings.endpoint)
-        } else {
-            format!("{}/?{query}", self.settings.endpoint)
-        };
-        let method = reqwest::Method::from_bytes(method.as_bytes())
-            .map_err(|_| StsError::BadResponse("bad method".into()))?;
-        let mut request = self
+    async fn attempt(&self, prepared: &Prepared) -> Result<Vec<u8>, StsError> {
+        let response = self
             .http
-            .request(method, url)
+            .request(prepared.method.clone(), prepared.url.clone())
+            .headers(prepared.headers.clone())
             .timeout(self.settings.attempt_timeout)
-            .header("accept", "application/json");
-        for (k, v) in headers {
-            request = request.header(k.as_str(), v.as_str());
-        }
-        let response = request.send().await.map_err(|e| {
-            if let Some(m) = &self.metrics {
-                m.sts_connection_failures.inc();
-            }
-            StsError::Unavailable(describe_reqwest_error(&e))
-        })?;
-        let status = response.status().as_u16();
-        let body = response
-            .bytes()
+            .send()
             .await
-            .map_err(|e| StsError::Unavailable(describe_reqwest_error(&e)))?;
+            .map_err(|e| {
+                if e.is_builder() {
+                    return StsError::Unsendable(describe_reqwest_error(&e));
+                }
+                if let Some(m) = &self.metrics {
+                    m.sts_connection_failures.inc();
+                }
+                StsError::Unavailable(describe_reqwest_error(&e))
+            })?;
+        let status = response.status().as_u16();
+        if response.status().is_redirection() {
+            // Not followed: the target would receive the signed request.
+            self.bad_response("redirect");
+            return Err(StsError::BadResponse(format!(
+                "HTTP {status} redirect, which is not followed"
+            )));
+        }
+        let body = self.read_body(response).await?;
         if let Some(m) = &self.metrics {
             m.sts_responses
                 .get_or_create(&crate::metrics::ResponseCodeLabel {
@@ -334,6 +405,55 @@ impl StsClient {
                 request_id: err.request_id.chars().take(64).collect(),
             }
         })
+    }
+
+    /// Reads a body up to [`MAX_RESPONSE_BYTES`], chunk by chunk, and stops at the cap.
+    async fn read_body(&self, mut response: reqwest::Response) -> Result<Vec<u8>, StsError> {
+        let too_large = || {
+            self.bad_response("too_large");
+            StsError::BadResponse(format!(
+                "the answer is larger than {MAX_RESPONSE_BYTES} bytes"
+            ))
+        };
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_RESPONSE_BYTES as u64)
+        {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| StsError::Unavailable(describe_reqwest_error(&e)))?
+        {
+            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+}
+
+/// A request ready to send (cloned for each attempt).
+struct Prepared {
+    method: reqwest::Method,
+    url: reqwest::Url,
+    headers: reqwest::header::HeaderMap,
+}
+
+/// The `Host` header reqwest sends for `endpoint`.
+fn host_header(endpoint: &str) -> String {
+    match reqwest::Url::parse(endpoint) {
+        Ok(url) => {
+            let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+            match url.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
+            }
+        }
+        Err(_) => String::new(),
     }
 }
 
@@ -391,13 +511,60 @@ mod tests {
     }
 
     #[test]
-    fn reads_sts_shapes() {
-        let id: CallerIdentity = serde_json::from_str(
-            r#"{"RequestId":"r","AccountId":"123","RoleId":"3","Arn":"acs:ram::123:assumed-role/a/s","IdentityType":"AssumedRoleUser","PrincipalId":"3:s"}"#,
-        )
-        .expect("identity");
-        assert_eq!(id.principal_id.as_deref(), Some("3:s"));
-        assert_eq!(id.user_id, None);
+    fn host_header_is_the_endpoints() {
+        assert_eq!(host_header("https://STS.aliyuncs.com"), "sts.aliyuncs.com");
+        assert_eq!(
+            host_header("https://sts.aliyuncs.com:443"),
+            "sts.aliyuncs.com"
+        );
+        assert_eq!(host_header("http://127.0.0.1:8080"), "127.0.0.1:8080");
+        assert_eq!(host_header("https://[::1]:9443"), "[::1]:9443");
+    }
+
+    fn client() -> StsClient {
+        StsClient::new(StsSettings::new("http://127.0.0.1:9".into()), None).expect("client")
+    }
+
+    #[test]
+    fn prepares_our_host_and_content_type() {
+        let headers = vec![
+            ("host".to_string(), "evil.example".to_string()),
+            ("content-type".to_string(), "text/evil".to_string()),
+            ("x-acs-date".to_string(), "2026-01-01T00:00:00Z".to_string()),
+        ];
+        let p = client().prepare("POST", "a=b", &headers).expect("prepared");
+        assert_eq!(p.url.as_str(), "http://127.0.0.1:9/?a=b");
+        assert!(
+            p.headers.get("host").is_none(),
+            "reqwest sets Host from the URL"
+        );
+        assert_eq!(p.headers["content-type"], CONTENT_TYPE);
+        assert_eq!(p.headers["accept"], "application/json");
+        assert_eq!(p.headers["x-acs-date"], "2026-01-01T00:00:00Z");
+        let p = client().prepare("GET", "", &[]).expect("prepared");
+        assert!(p.headers.get("content-type").is_none());
+    }
+
+    #[test]
+    fn unbuildable_requests_are_refused_before_sending() {
+        for (k, v) in [
+            ("x-acs-a b", "v"),
+            ("x-acs-a", "line\nbreak"),
+            ("x-acs-a", "del\u{7f}"),
+            ("x-acs-a", "caf\u{e9}"),
+        ] {
+            let err = client()
+                .prepare("POST", "", &[(k.to_string(), v.to_string())])
+                .err()
+                .expect("refused");
+            assert!(matches!(err, StsError::Unsendable(_)), "{k:?} {v:?}: {err}");
+            assert!(err.is_verdict_on_token());
+            assert!(!err.to_string().contains("line"), "value not echoed: {err}");
+        }
+    }
+
+    #[test]
+    fn reads_sts_error_bodies() {
         let err: ErrorBody = serde_json::from_str(
             r#"{"RequestId":"r","Code":"SignatureDoesNotMatch","Message":"m"}"#,
         )

@@ -170,6 +170,20 @@ pub enum TokenError {
     BodyHash,
     #[error("token has a parameter or header with an empty name")]
     EmptyName,
+    #[error(
+        "token carries header {0:?}, which cannot be sent in an HTTP request (a name must be \
+         an HTTP token, a value visible ASCII, space or tab)"
+    )]
+    UnsendableHeader(String),
+    #[error(
+        "token signs {name}: {signed:?}, but the request to STS carries {name}: {sent:?} (it \
+         goes to the configured endpoint only), so STS could not match the signature"
+    )]
+    SignedHeaderMismatch {
+        name: &'static str,
+        signed: String,
+        sent: String,
+    },
 }
 
 impl TokenError {
@@ -199,6 +213,8 @@ impl TokenError {
             Self::UnsignedHeader(_) => "unsigned_header",
             Self::BodyHash => "body_hash",
             Self::EmptyName => "empty_name",
+            Self::UnsendableHeader(_) => "unsendable_header",
+            Self::SignedHeaderMismatch { .. } => "signed_header_mismatch",
         }
     }
 }
@@ -236,6 +252,54 @@ pub fn check(req: &SignedRequest, cluster_id: &str, now: DateTime<Utc>) -> Resul
         });
     }
     Ok(())
+}
+
+/// Checks the headers this server sets itself on the request to STS (`host`, `content-type`):
+/// a token that signs one of them with another value is refused here, since STS would only
+/// answer `SignatureDoesNotMatch`. `sent` holds lower-case names and the values sent.
+pub fn check_sent_headers(
+    req: &SignedRequest,
+    sent: &[(&'static str, &str)],
+) -> Result<(), TokenError> {
+    let Wire::V2 { headers, .. } = &req.wire else {
+        return Ok(());
+    };
+    for (name, value) in sent {
+        if let Some(signed) = headers.get(*name) {
+            if !signed.trim().eq_ignore_ascii_case(value.trim()) {
+                return Err(TokenError::SignedHeaderMismatch {
+                    name,
+                    signed: shorten(signed),
+                    sent: value.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `name` is an HTTP field name (RFC 9110 `token`).
+pub fn is_http_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Whether `value` can be sent as an HTTP field value: visible ASCII, space and tab only.
+pub fn is_sendable_value(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+}
+
+/// Refuses a header that could not be put on the wire as it is.
+fn check_sendable(name: &str, value: &str) -> Result<(), TokenError> {
+    if is_http_token(name) && is_sendable_value(value) {
+        Ok(())
+    } else {
+        Err(TokenError::UnsendableHeader(shorten(name)))
+    }
 }
 
 /// Parses and checks a token in one call.
@@ -307,6 +371,97 @@ mod tests {
         let long = format!("{V2_PREFIX}{}", "A".repeat(MAX_TOKEN_LEN));
         assert_eq!(parse(&long), Err(TokenError::TooLong(long.len())));
         assert_eq!(parse("k8s-ack-v2.!!!"), Err(TokenError::BadBase64));
+    }
+
+    #[test]
+    fn sendable_names_and_values() {
+        for ok in ["x-acs-date", "content-type", "X_Custom~1!"] {
+            assert!(is_http_token(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "x-acs bad",
+            "x-acs-a:b",
+            "x-acs-\u{e9}",
+            "x-acs-(",
+            "x-acs-\t",
+        ] {
+            assert!(!is_http_token(bad), "{bad:?}");
+        }
+        for ok in ["", "a b\tc", "~!@#$%^&*()"] {
+            assert!(is_sendable_value(ok), "{ok:?}");
+        }
+        for bad in ["a\nb", "a\rb", "a\u{7f}", "a\u{0}", "caf\u{e9}", "\u{1}"] {
+            assert!(!is_sendable_value(bad), "{bad:?}");
+        }
+    }
+
+    /// A v2 token whose JSON is edited by `edit` (the signature is not checked locally).
+    fn edited_v2(edit: impl FnOnce(&mut serde_json::Value)) -> String {
+        let token = v2::mint(&v2::MintV2 {
+            access_key_id: "AK",
+            access_key_secret: "secret",
+            security_token: None,
+            cluster_id: "c1",
+            date: "2026-01-01T00:00:00Z",
+            extra_query: &[],
+            user_agent: "t",
+        });
+        let payload = decode_base64(&token[V2_PREFIX.len()..]).expect("base64");
+        let mut json: serde_json::Value = serde_json::from_slice(&payload).expect("json");
+        edit(&mut json);
+        format!(
+            "{V2_PREFIX}{}",
+            base64::engine::general_purpose::STANDARD.encode(json.to_string())
+        )
+    }
+
+    fn signing(name: &str, value: &str) -> String {
+        edited_v2(|j| {
+            let auth = j["headers"]["Authorization"].as_str().expect("auth");
+            let auth = auth.replace("SignedHeaders=", &format!("SignedHeaders={name};"));
+            j["headers"]["Authorization"] = auth.into();
+            j["headers"][name] = value.into();
+        })
+    }
+
+    #[test]
+    fn headers_that_cannot_be_sent_are_refused() {
+        for (name, value) in [
+            ("x-acs-note", "a\nb"),
+            ("x-acs-note", "a\u{7f}"),
+            ("x-acs-note", "caf\u{e9}"),
+            ("x-acs-bad name", "v"),
+            ("x-acs-bad:name", "v"),
+        ] {
+            let err = parse(&signing(name, value)).expect_err(name);
+            assert_eq!(err, TokenError::UnsendableHeader(name.into()), "{name:?}");
+            assert_eq!(err.reason(), "unsendable_header");
+        }
+        // An unsigned header is dropped, not sent: it may hold anything.
+        let token = edited_v2(|j| j["headers"]["user-agent"] = "a\nb".into());
+        assert!(parse(&token).is_ok());
+        // Space and tab inside a value are fine.
+        assert!(parse(&signing("x-acs-note", "a b\tc")).is_ok());
+    }
+
+    #[test]
+    fn signed_host_and_content_type_must_be_what_is_sent() {
+        let sent = [
+            ("host", "sts.example:8443"),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ];
+        let req = parse(&signing("host", "STS.example:8443")).expect("parses");
+        assert_eq!(check_sent_headers(&req, &sent), Ok(()));
+        let req = parse(&signing("host", "sts.aliyuncs.com")).expect("parses");
+        let err = check_sent_headers(&req, &sent).expect_err("another host");
+        assert_eq!(err.reason(), "signed_header_mismatch");
+        assert!(err.to_string().contains("sts.example:8443"), "{err}");
+        let req = parse(&signing("content-type", "application/json")).expect("parses");
+        assert!(check_sent_headers(&req, &sent).is_err());
+        // Not signing them is the usual case.
+        let req = parse(&edited_v2(|_| {})).expect("parses");
+        assert_eq!(check_sent_headers(&req, &sent), Ok(()));
     }
 
     #[test]

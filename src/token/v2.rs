@@ -131,6 +131,12 @@ pub fn parse(payload: &[u8]) -> Result<SignedRequest, TokenError> {
         return Err(TokenError::UnsignedHeader(shorten(unsigned)));
     }
     headers.retain(|k, _| auth.signed_headers.contains(k));
+    // What cannot be put on the wire is refused here, not discovered when the request to STS
+    // is built.
+    for (name, value) in &headers {
+        super::check_sendable(name, value)?;
+    }
+    super::check_sendable("authorization", &authorization)?;
 
     match headers.get("x-acs-action") {
         None => return Err(TokenError::Missing("the x-acs-action header")),

@@ -281,6 +281,36 @@ impl Server {
     pub async fn review(&self, client: &reqwest::Client, api_version: &str, token: &str) -> Value {
         post_review(client, &self.url, api_version, token).await
     }
+
+    /// The text of `/metrics` on the health listener.
+    pub async fn metrics(&self) -> String {
+        reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client")
+            .get(format!("{}/metrics", self.health))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+}
+
+/// The value of one sample in a metrics text (`series` is the name with its labels, as
+/// printed), 0 when absent.
+pub fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
 }
 
 /// Posts a TokenReview for `token` to `url` and returns the answer, which must be an HTTP 200.

@@ -19,8 +19,12 @@
 //! watch event), [`FakeApiServer::expire_history`] (compact, and end open watches with the
 //! 410 ERROR event), [`FakeApiServer::drop_connections`] (reset every open connection),
 //! [`FakeApiServer::set_available`] (close the listening socket, so connections are refused,
-//! and open it again on the same port), [`FakeApiServer::deny_status_writes`] (403 on status
-//! patches), and the log of requests.
+//! and open it again on the same port), [`FakeApiServer::set_outage`] (every request answered
+//! 503, as an API server whose backend is down: long enough, the clients' backoff grows),
+//! [`FakeApiServer::answer_watches_with_gone`] (the next watch requests answered with an HTTP
+//! 410), [`FakeApiServer::delete_mapping_unseen`] (a deletion no open watch reports, as one
+//! made while a client was away), [`FakeApiServer::deny_status_writes`] (403 on status
+//! patches), and the log of requests (with their times and `User-Agent`).
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, VecDeque};
@@ -84,6 +88,12 @@ struct State {
     compacted_below: u64,
     deny_status: bool,
     requests: Vec<String>,
+    /// When each request of `requests` arrived, and its `User-Agent` (empty when absent).
+    request_meta: Vec<(Instant, String)>,
+    /// Every request answered 503 while set.
+    outage: bool,
+    /// Watch requests still to answer with an HTTP 410.
+    gone_watches: usize,
     next_uid: u64,
     /// Watches answered with the 410 ERROR event: (at start, in an open stream).
     expired: (usize, usize),
@@ -219,6 +229,17 @@ impl FakeApiServer {
         self.delete(Kind::Mapping, name)
     }
 
+    /// Deletes a mapping without a watch event (only a list shows it is gone), as if it was
+    /// deleted while the client was disconnected and the history then compacted.
+    pub fn delete_mapping_unseen(&self, name: &str) -> Option<u64> {
+        let mut st = self.shared.lock();
+        st.objects.remove(&(Kind::Mapping, name.to_string()))?;
+        st.rv += 1;
+        st.compacted_below = st.rv;
+        st.history.clear();
+        Some(st.rv)
+    }
+
     /// The stored object.
     pub fn mapping(&self, name: &str) -> Option<Value> {
         self.shared
@@ -344,6 +365,21 @@ impl FakeApiServer {
         *self.accept.lock().unwrap_or_else(|p| p.into_inner()) = accept;
     }
 
+    /// `true`: every request is answered `503 ServiceUnavailable` and the open connections are
+    /// reset. `false`: serves again.
+    pub fn set_outage(&self, outage: bool) {
+        self.shared.lock().outage = outage;
+        if outage {
+            self.drop_connections();
+        }
+    }
+
+    /// Answers the next `n` watch requests with HTTP `410 Gone` (`Expired`), as kube-apiserver
+    /// may for a watch from a version it no longer has.
+    pub fn answer_watches_with_gone(&self, n: usize) {
+        self.shared.lock().gone_watches = n;
+    }
+
     /// Answers 403 to status patches while `deny` is true.
     pub fn deny_status_writes(&self, deny: bool) {
         self.shared.lock().deny_status = deny;
@@ -354,6 +390,26 @@ impl FakeApiServer {
     /// Every request so far, as `METHOD path?query`.
     pub fn requests(&self) -> Vec<String> {
         self.shared.lock().requests.clone()
+    }
+
+    /// When each request arrived (in the order of [`requests`](Self::requests)).
+    pub fn request_times(&self) -> Vec<Instant> {
+        self.shared
+            .lock()
+            .request_meta
+            .iter()
+            .map(|(t, _)| *t)
+            .collect()
+    }
+
+    /// The `User-Agent` of each request (empty when it had none).
+    pub fn user_agents(&self) -> Vec<String> {
+        self.shared
+            .lock()
+            .request_meta
+            .iter()
+            .map(|(_, ua)| ua.clone())
+            .collect()
     }
 
     /// Number of list (not watch) requests on a collection path.
@@ -481,11 +537,29 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
-    shared.lock().requests.push(if query.is_empty() {
-        format!("{method} {path}")
-    } else {
-        format!("{method} {path}?{query}")
-    });
+    let user_agent = req
+        .headers()
+        .get(hyper::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let outage = {
+        let mut st = shared.lock();
+        st.requests.push(if query.is_empty() {
+            format!("{method} {path}")
+        } else {
+            format!("{method} {path}?{query}")
+        });
+        st.request_meta.push((Instant::now(), user_agent));
+        st.outage
+    };
+    if outage {
+        return status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "the server is currently unable to handle the request",
+        );
+    }
     let q = query_map(&query);
 
     let (kind, rest) = if let Some(rest) = path.strip_prefix(MAPPINGS_PATH) {
@@ -507,7 +581,19 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
                 Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", &e),
             };
             let watching = matches!(q.get("watch").map(String::as_str), Some("true" | "1"));
-            if watching {
+            let gone = watching && {
+                let mut st = shared.lock();
+                let gone = st.gone_watches > 0;
+                st.gone_watches = st.gone_watches.saturating_sub(1);
+                gone
+            };
+            if gone {
+                status(
+                    StatusCode::GONE,
+                    "Expired",
+                    "too old resource version (answered with HTTP 410)",
+                )
+            } else if watching {
                 watch(shared, kind, selector, &q)
             } else {
                 list(&shared, kind, selector.as_deref())
