@@ -5,6 +5,7 @@
 //! [`mapping`] turns the identity into a Kubernetes user, and [`review`] encodes the answer.
 
 pub mod arn;
+pub mod audit;
 pub mod authenticator;
 pub mod cli;
 pub mod client;

@@ -174,6 +174,7 @@ pub struct AppState {
     pub audiences: Vec<String>,
     pub review_deadline: Duration,
     pub shutting_down: AtomicBool,
+    pub audit: crate::audit::Audit,
 }
 
 impl AppState {
@@ -283,6 +284,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
         audiences: settings.audiences.clone(),
         review_deadline: settings.sts.deadline + Duration::from_secs(1),
         shutting_down: AtomicBool::new(false),
+        audit: crate::audit::Audit::default(),
     });
 
     // Bind.
