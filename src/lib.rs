@@ -7,6 +7,7 @@
 pub mod arn;
 pub mod audit;
 pub mod authenticator;
+pub mod build_info;
 pub mod cli;
 pub mod client;
 pub mod config;

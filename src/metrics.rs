@@ -1,5 +1,11 @@
 //! Prometheus metrics (`/metrics`). The `ack_ram_authenticator_*` names and labels of the
 //! public server are kept so that existing dashboards work; the rest are additions.
+//!
+//! The body is OpenMetrics text (ending in `# EOF`), served as [`CONTENT_TYPE`]; Prometheus
+//! reads it. Besides the server's own metrics: `ack_ram_authenticator_build_info` and the
+//! conventional `process_*` metrics (Linux; read from `/proc` at scrape time).
+
+mod process;
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -13,6 +19,9 @@ use prometheus_client::registry::Registry;
 
 /// Metric namespace, as in ack-ram-authenticator.
 pub const NAMESPACE: &str = "ack_ram_authenticator";
+
+/// The content type of [`Metrics::encode`]'s body.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// `result` of `authenticate_latency_seconds`.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -47,6 +56,14 @@ pub struct SourceLabel {
     pub source: String,
 }
 
+/// Labels of `build_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: String,
+    pub commit: String,
+    pub rustc: String,
+}
+
 /// Every metric the server exports, registered in one [`Registry`] passed around by `Arc`.
 pub struct Metrics {
     pub registry: Registry,
@@ -64,6 +81,9 @@ pub struct Metrics {
     pub mapping_last_reload: Family<SourceLabel, Gauge<f64, AtomicU64>>,
     pub mapping_reload_errors: Family<SourceLabel, Counter>,
     pub certificate_expiry: Gauge<f64, AtomicU64>,
+    pub build_info: Family<BuildLabels, Gauge>,
+    /// Metrics without the namespace (`process_*`).
+    pub unprefixed: Registry,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -170,6 +190,22 @@ impl Metrics {
             "Unix time at which the serving certificate expires",
             certificate_expiry.clone(),
         );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        registry.register(
+            "build_info",
+            "Always 1; the labels say which build is running",
+            build_info.clone(),
+        );
+        let build = crate::build_info::BUILD;
+        build_info
+            .get_or_create(&BuildLabels {
+                version: build.version.into(),
+                commit: build.git_commit.into(),
+                rustc: build.rustc.into(),
+            })
+            .set(1);
+        let mut unprefixed = Registry::default();
+        unprefixed.register_collector(Box::new(process::ProcessCollector));
         Self {
             registry,
             authenticate_latency,
@@ -186,6 +222,8 @@ impl Metrics {
             mapping_last_reload,
             mapping_reload_errors,
             certificate_expiry,
+            build_info,
+            unprefixed,
         }
     }
 
@@ -224,11 +262,14 @@ impl Metrics {
             .inc();
     }
 
-    /// The text exposition format.
+    /// The OpenMetrics text exposition ([`CONTENT_TYPE`]).
     pub fn encode(&self) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.unprefixed);
+        let _ = encode_eof(&mut out);
         out
     }
 }

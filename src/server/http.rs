@@ -64,10 +64,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .cache_entries
         .set(i64::try_from(state.auth.cached_entries()).unwrap_or(i64::MAX));
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         state.metrics.encode(),
     )
         .into_response()

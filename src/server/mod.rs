@@ -111,6 +111,9 @@ pub struct ServerArgs {
     /// Log format.
     #[arg(short = 'l', long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Level of an allow's audit line (a deny's is always info) [default: info].
+    #[arg(long, value_enum)]
+    pub audit_allows: Option<crate::audit::AuditAllows>,
 }
 
 /// Arguments of `check-config`.
@@ -204,6 +207,14 @@ impl AppState {
 /// `server`.
 pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
     let _log_writer = crate::logging::init(args.log_format);
+    let build = crate::build_info::BUILD;
+    tracing::info!(
+        version = %build.version,
+        commit = %build.git_commit,
+        built = %build.build_date,
+        rustc = %build.rustc,
+        "ram-authenticator starting"
+    );
     let config = match &args.config {
         Some(path) => Some(FileConfig::load(path)?),
         None => None,
@@ -284,7 +295,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
         audiences: settings.audiences.clone(),
         review_deadline: settings.sts.deadline + Duration::from_secs(1),
         shutting_down: AtomicBool::new(false),
-        audit: crate::audit::Audit::default(),
+        audit: crate::audit::Audit::new(settings.audit_allows),
     });
 
     // Bind.

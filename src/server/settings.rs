@@ -36,6 +36,7 @@ pub struct Settings {
     pub audiences: Vec<String>,
     pub cache: CacheSettings,
     pub scrubbed_accounts: Vec<String>,
+    pub audit_allows: crate::audit::AuditAllows,
 }
 
 impl Settings {
@@ -135,6 +136,7 @@ impl Settings {
             audiences,
             cache,
             scrubbed_accounts: s.scrubbed_accounts.clone(),
+            audit_allows: args.audit_allows.or(s.audit_allows).unwrap_or_default(),
         })
     }
 }
