@@ -336,7 +336,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
         https = %tls_local,
         health = %health_local,
         sts_endpoint = %settings.sts.endpoint,
-        backends = ?settings.backends.iter().map(|b| b.as_str()).collect::<Vec<_>>(),
+        backends = %settings.backends.iter().map(|b| b.as_str()).collect::<Vec<_>>().join(","),
         "ram-authenticator serving"
     );
     // Start-up lines on stdout, for scripts and tests; a closed stdout is not fatal.
