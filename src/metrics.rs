@@ -279,6 +279,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn one_openmetrics_exposition_with_build_and_process_metrics() {
+        let text = Metrics::new().encode();
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert_eq!(text.matches("# EOF").count(), 1, "{text}");
+        let build = crate::build_info::BUILD;
+        assert!(
+            text.contains(&format!(
+                "ack_ram_authenticator_build_info{{version=\"{}\",commit=\"{}\",rustc=\"{}\"}} 1\n",
+                build.version, build.git_commit, build.rustc
+            )),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE ack_ram_authenticator_build_info gauge\n"));
+        if cfg!(target_os = "linux") {
+            for name in [
+                "process_cpu_seconds_total ",
+                "process_resident_memory_bytes ",
+                "process_virtual_memory_bytes ",
+                "process_open_fds ",
+                "process_max_fds ",
+                "process_start_time_seconds ",
+            ] {
+                assert!(
+                    text.lines().any(|l| l.starts_with(name)),
+                    "{name} missing: {text}"
+                );
+            }
+            assert!(!text.contains("ack_ram_authenticator_process_"), "{text}");
+        }
+    }
+
+    #[test]
     fn keeps_public_names() {
         let m = Metrics::new();
         m.observe_review(AuthResult::success, Duration::from_millis(1));
