@@ -60,6 +60,12 @@ fn output(program: &str, args: &[&str]) -> Option<String> {
 /// The checked-out commit, and the files whose change means another commit: the worktree's
 /// `HEAD`, the branch it names and `packed-refs`.
 fn git_commit() -> Option<String> {
+    // Only this package's own checkout: not a repository that merely contains the unpacked
+    // sources (a home directory kept in git, say).
+    output(
+        "git",
+        &["ls-files", "--full-name", "--error-unmatch", "Cargo.toml"],
+    )?;
     let commit = output("git", &["rev-parse", "HEAD"])?;
     let git_dir = output("git", &["rev-parse", "--git-dir"]).map(PathBuf::from);
     let common_dir = output("git", &["rev-parse", "--git-common-dir"]).map(PathBuf::from);
