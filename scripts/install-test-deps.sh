@@ -3,7 +3,9 @@
 # - kubectl, for tests/kubectl.rs and for rendering the kustomize overlays
 #   (scripts/validate-manifests.sh runs `kubectl kustomize`);
 # - Prometheus (Debian package `prometheus`): `promtool check rules` / `promtool test rules` for
-#   deploy/monitoring, and the real server that tests/prometheus.rs starts on loopback.
+#   deploy/monitoring, and the real server that tests/prometheus.rs starts on loopback;
+# - Python's Prometheus client (Debian package `python3-prometheus-client`), whose OpenMetrics
+#   parser reads /metrics in tests/observability.rs (which tries `python3`, then /usr/bin/python3).
 #
 # Idempotent and quiet when everything is already there. A kubectl already on PATH (or named by
 # $KUBECTL) is kept; otherwise Debian's `kubernetes-client` package is installed with apt-get.
@@ -23,9 +25,18 @@ have_prometheus() {
         command -v "$t" >/dev/null 2>&1 && "$t" --version >/dev/null 2>&1
 }
 
+have_prometheus_parser() {
+    local py
+    for py in python3 /usr/bin/python3; do
+        "$py" -c 'import prometheus_client.openmetrics.parser' >/dev/null 2>&1 && return 0
+    done
+    return 1
+}
+
 packages=()
 have_kubectl || packages+=(kubernetes-client)
 have_prometheus || packages+=(prometheus)
+have_prometheus_parser || packages+=(python3 python3-prometheus-client)
 if [ ${#packages[@]} -eq 0 ]; then
     exit 0
 fi
@@ -58,6 +69,10 @@ if ! KUBECTL=kubectl have_kubectl; then
 fi
 if ! PROMETHEUS=prometheus PROMTOOL=promtool have_prometheus; then
     echo "install-test-deps: prometheus was installed but prometheus or promtool does not run" >&2
+    exit 1
+fi
+if ! have_prometheus_parser; then
+    echo "install-test-deps: python3-prometheus-client was installed but python3 cannot import it" >&2
     exit 1
 fi
 echo "install-test-deps: $(kubectl version --client 2>/dev/null | head -n 1); $(promtool --version 2>&1 | head -n 1)"

@@ -94,6 +94,9 @@ pub struct ServerSection {
         deserialize_with = "bool_or_strings"
     )]
     pub allow_reserved_names: Vec<String>,
+    /// Level of an allow's audit line: `info` (default), `debug` or `off`.
+    #[serde(rename = "auditallows")]
+    pub audit_allows: Option<crate::audit::AuditAllows>,
 }
 
 /// The file could not be used.

@@ -120,6 +120,9 @@ pub struct ServerArgs {
     /// (config `server.allowReservedNames`) [default: none].
     #[arg(long, value_delimiter = ',')]
     pub allow_reserved_names: Vec<String>,
+    /// Level of an allow's audit line (a deny's is always info) [default: info].
+    #[arg(long, value_enum)]
+    pub audit_allows: Option<crate::audit::AuditAllows>,
 }
 
 /// Arguments of `check-config`.
@@ -206,6 +209,7 @@ pub struct AppState {
     pub audiences: Vec<String>,
     pub review_deadline: Duration,
     pub shutting_down: AtomicBool,
+    pub audit: crate::audit::Audit,
 }
 
 impl AppState {
@@ -235,6 +239,14 @@ impl AppState {
 /// `server`.
 pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
     let _log_writer = crate::logging::init(args.log_format);
+    let build = crate::build_info::BUILD;
+    tracing::info!(
+        version = %build.version,
+        commit = %build.git_commit,
+        built = %build.build_date,
+        rustc = %build.rustc,
+        "ram-authenticator starting"
+    );
     let config = match &args.config {
         Some(path) => Some(FileConfig::load(path)?),
         None => None,
@@ -321,6 +333,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
         audiences: settings.audiences.clone(),
         review_deadline: settings.sts.deadline + Duration::from_secs(1),
         shutting_down: AtomicBool::new(false),
+        audit: crate::audit::Audit::new(settings.audit_allows),
     });
 
     // Bind.
@@ -361,7 +374,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
         https = %tls_local,
         health = %health_local,
         sts_endpoint = %settings.sts.endpoint,
-        backends = ?settings.backends.iter().map(|b| b.as_str()).collect::<Vec<_>>(),
+        backends = %settings.backends.iter().map(|b| b.as_str()).collect::<Vec<_>>().join(","),
         "ram-authenticator serving"
     );
     // Start-up lines on stdout, for scripts and tests; a closed stdout is not fatal.

@@ -39,6 +39,7 @@ pub struct Settings {
     /// Accounts allowed to log in; empty means every account.
     pub allowed_accounts: Vec<String>,
     pub allow_reserved: crate::mapping::guard::AllowReserved,
+    pub audit_allows: crate::audit::AuditAllows,
 }
 
 impl Settings {
@@ -162,6 +163,7 @@ impl Settings {
             scrubbed_accounts: s.scrubbed_accounts.clone(),
             allowed_accounts,
             allow_reserved,
+            audit_allows: args.audit_allows.or(s.audit_allows).unwrap_or_default(),
         })
     }
 }
