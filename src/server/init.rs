@@ -108,45 +108,55 @@ pub fn run(args: &InitArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// What to do with the files `init` wrote.
+/// What to do with the files `init` wrote: where each goes, the server's and kube-apiserver's
+/// flags, and a check before kube-apiserver depends on the webhook.
 fn next_steps(args: &InitArgs, kubeconfig: &Path, mtls: bool) -> String {
     let state = args.state_dir.display();
     let kc = kubeconfig.display();
-    let mut s = format!(
-        "\nNext steps:\n         1. Start the server on this node with the same state directory, so that it serves the \\
-         certificate the kubeconfig trusts:\n   \
-         ram-authenticator server --cluster-id {cluster} --state-dir {state} --port {port} \\
-         --kubeconfig-pregenerated --config <config.yaml>\n",
-        cluster = args.cluster_id,
-        port = args.port,
-    );
+    let (cluster, port) = (&args.cluster_id, args.port);
+    let host = if args.hostname.contains(':') && !args.hostname.starts_with('[') {
+        format!("[{}]", args.hostname)
+    } else {
+        args.hostname.clone()
+    };
+    let mut lines = vec![
+        String::new(),
+        "Next steps:".to_string(),
+        format!("1. Files. {state}/{CERT_FILE} and {state}/{KEY_FILE} (0600) stay on the node that runs the server."),
+    ];
     if mtls {
-        s.push_str(&format!(
-            "   Mutual TLS is on: the server finds {state}/{CLIENT_CA_FILE} and refuses clients \\
-             without a certificate from it (or pass --client-ca-file {state}/{CLIENT_CA_FILE}).\n"
+        lines.push(format!("   {kc} (0600: it holds kube-apiserver's client key) goes where kube-apiserver reads it."));
+        lines.push(format!("   {state}/{CLIENT_CA_FILE} is the client CA the server requires; {state}/{CLIENT_CA_KEY_FILE} (0600)"));
+        lines.push("   signs client certificates (init --client-cert issues a new one when it is missing): keep it private.".into());
+    } else {
+        lines.push(format!(
+            "   {kc} (0644) goes where kube-apiserver reads it."
         ));
     }
-    s.push_str(&format!(
-        "2. Put {kc} on every control-plane node where kube-apiserver can read it \\
-         (it is the webhook's address and CA{}; keep it mode {}).\n\
-         3. Start kube-apiserver with:\n   \
-         --authentication-token-webhook-config-file={kc}\n   \
-         --authentication-token-webhook-version=v1\n   \
-         --authentication-token-webhook-cache-ttl=2m0s   (optional: how long kube-apiserver \\
-         caches an answer; default 2m)\n   \
-         For a kubeadm static pod, scripts/configure-apiserver.sh adds the flags and the mount \\
-         (and --revert undoes it).\n",
-        if mtls {
-            ", and kube-apiserver's client key"
-        } else {
-            ""
-        },
-        if mtls { "0600" } else { "0644" },
+    lines.push("2. Run the server with the same state directory, so that it serves the certificate the kubeconfig trusts:".into());
+    lines.push(format!("   ram-authenticator server --cluster-id {cluster} --state-dir {state} --port {port} --kubeconfig-pregenerated --config <config.yaml>"));
+    if mtls {
+        lines.push(format!("   Mutual TLS is on: the server finds {CLIENT_CA_FILE} there and refuses clients without a certificate from it."));
+    }
+    let cert = if mtls {
+        format!(" --cert {state}/{CLIENT_CERT_FILE} --key {state}/{CLIENT_KEY_FILE}")
+    } else {
+        String::new()
+    };
+    lines.push("3. Before kube-apiserver depends on it, check that the webhook answers (a TokenReview with your own token):".into());
+    lines.push(format!(r#"   token=$(ram-authenticator token -i {cluster} | sed -n 's/.*"token": *"\([^"]*\)".*/\1/p')"#));
+    lines.push(format!(
+        r#"   curl --cacert {state}/{CERT_FILE}{cert} -H 'Content-Type: application/json' -d '{{"apiVersion":"authentication.k8s.io/v1","kind":"TokenReview","spec":{{"token":"'"$token"'"}}}}' https://{host}:{port}/authenticate"#
     ));
-    s.push_str(
-        "4. Before touching kube-apiserver, try the webhook locally: \\
-         ram-authenticator verify, or POST a TokenReview to the kubeconfig's server URL.\n",
-    );
+    lines.push("4. Start kube-apiserver with:".into());
+    lines.push(format!(
+        "   --authentication-token-webhook-config-file={kc}"
+    ));
+    lines.push("   --authentication-token-webhook-version=v1".into());
+    lines.push("   --authentication-token-webhook-cache-ttl=2m0s   (the default: how long kube-apiserver caches an answer)".into());
+    lines.push("   For a kubeadm static pod, scripts/configure-apiserver.sh adds these flags and the mount (--revert undoes it).".into());
+    let mut s = lines.join("\n");
+    s.push('\n');
     s
 }
 
