@@ -376,6 +376,17 @@ async fn client_ca_file_is_reloaded_and_a_bad_one_reported_once() {
         &["--client-ca-file", ca_file.to_str().expect("utf8")],
     );
     let (ca, _) = read_kubeconfig(&server.kubeconfig);
+    // The state directory has no client certificate from this CA: the kubeconfig gets none,
+    // and the server says so.
+    let written = std::fs::read_to_string(&server.kubeconfig).expect("kubeconfig");
+    assert!(!written.contains("client-key-data"), "{written}");
+    assert!(
+        eventually(Duration::from_secs(5), || server
+            .proc
+            .stderr()
+            .contains("no client certificate for kube-apiserver"))
+        .await
+    );
     let health = server.url.replace("/authenticate", "/healthz");
     let works = |id: &(String, String)| {
         let c = client_with(&ca, Some((&id.0, &id.1)));

@@ -421,13 +421,19 @@ pub fn ensure_client_cert(state_dir: &Path) -> anyhow::Result<ClientFiles> {
     Ok(ClientFiles { client, files })
 }
 
-/// kube-apiserver's certificate and key from `state_dir`, when `init --client-cert` made them.
-pub fn existing_client_cert(state_dir: &Path) -> anyhow::Result<Option<ClientPem>> {
-    Ok(read_both(
+/// kube-apiserver's certificate and key from `state_dir`, when `init --client-cert` made them
+/// and the client CA in `ca_file` accepts them.
+pub fn existing_client_cert(state_dir: &Path, ca_file: &Path) -> anyhow::Result<Option<ClientPem>> {
+    let Some((cert_pem, key_pem)) = read_both(
         &state_dir.join(CLIENT_CERT_FILE),
         &state_dir.join(CLIENT_KEY_FILE),
     )?
-    .map(|(cert_pem, key_pem)| ClientPem { cert_pem, key_pem }))
+    else {
+        return Ok(None);
+    };
+    let ca = std::fs::read_to_string(ca_file)
+        .with_context(|| format!("cannot read {}", ca_file.display()))?;
+    Ok(client_cert_accepted(&ca, &cert_pem, &key_pem).then_some(ClientPem { cert_pem, key_pem }))
 }
 
 /// Both files of a pair (certificate, key), `None` if both are absent; half a pair is an error.

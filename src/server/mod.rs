@@ -312,11 +312,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
 
     if let Some(path) = &settings.generate_kubeconfig {
         let client = match &client_ca {
-            Some(_) => init::existing_client_cert(&settings.state_dir)?,
+            Some(ca) => init::existing_client_cert(&settings.state_dir, ca.path())?,
             None => None,
         };
         if client_ca.is_some() && client.is_none() {
-            tracing::warn!(path = %path.display(), "mutual TLS is on but the state directory has no client certificate for kube-apiserver (init --client-cert makes one): the webhook kubeconfig has none, add one before kube-apiserver uses it");
+            tracing::warn!(path = %path.display(), "mutual TLS is on but the state directory has no client certificate for kube-apiserver from the client CA (init --client-cert makes one): the webhook kubeconfig has none, add one before kube-apiserver uses it");
         }
         init::write_kubeconfig(
             path,
