@@ -96,6 +96,37 @@ async fn metrics(server: &Server) -> String {
         .expect("text")
 }
 
+/// Polls `/metrics` (up to 10 s) until `series` has the value `want`.
+async fn wait_metric(server: &Server, series: &str, want: f64) {
+    let mut last = String::new();
+    for _ in 0..100 {
+        last = metrics(server).await;
+        if metric(&last, series) == Some(want) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{series} never reached {want}:\n{last}");
+}
+
+/// How many times the server logged `needle`, once it has at least `at_least` times (waiting up
+/// to 10 s) and five more polls (200 ms apart) have passed: a repeat would show by then.
+async fn settled_count(server: &Server, needle: &str, at_least: usize) -> usize {
+    assert!(
+        eventually(Duration::from_secs(10), || server
+            .proc
+            .stderr()
+            .matches(needle)
+            .count()
+            >= at_least)
+        .await,
+        "{needle:?} not logged {at_least} times: {}",
+        server.proc.stderr()
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    server.proc.stderr().matches(needle).count()
+}
+
 fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series))
@@ -400,7 +431,7 @@ async fn client_ca_file_is_reloaded_and_a_bad_one_reported_once() {
 
     std::fs::write(&ca_file, &ca_b.cert_pem).expect("write");
     let mut switched = false;
-    for _ in 0..50 {
+    for _ in 0..100 {
         if works(&b).await && !works(&a).await {
             switched = true;
             break;
@@ -410,25 +441,17 @@ async fn client_ca_file_is_reloaded_and_a_bad_one_reported_once() {
     assert!(switched, "the new client CA was not picked up");
 
     std::fs::write(&ca_file, "not a certificate").expect("write");
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert!(works(&b).await, "a bad CA file keeps the current CA");
-    let m = metrics(&server).await;
     assert_eq!(
-        metric(
-            &m,
-            "ack_ram_authenticator_file_errors_total{file=\"client_ca\"}"
-        ),
-        Some(1.0),
-        "{m}"
-    );
-    assert_eq!(
-        server
-            .proc
-            .stderr()
-            .matches("client_ca file change refused")
-            .count(),
+        settled_count(&server, "client_ca file change refused", 1).await,
         1
     );
+    assert!(works(&b).await, "a bad CA file keeps the current CA");
+    wait_metric(
+        &server,
+        "ack_ram_authenticator_file_errors_total{file=\"client_ca\"}",
+        1.0,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -457,28 +480,26 @@ async fn certificate_reload_refuses_a_world_readable_key_once() {
     std::fs::write(&key_path, &key).expect("key");
     std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     // Many polls (200 ms apart) see the same refused files.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        settled_count(&server, "key file change refused", 1).await,
+        1
+    );
+    assert!(server.proc.stderr().contains("readable by every user"));
     assert!(
         old_client.get(&health).send().await.is_ok(),
         "old pair kept"
     );
-    let stderr = server.proc.stderr();
-    assert_eq!(
-        stderr.matches("key file change refused").count(),
-        1,
-        "{stderr}"
-    );
-    assert!(stderr.contains("readable by every user"));
-    let m = metrics(&server).await;
-    assert_eq!(
-        metric(&m, "ack_ram_authenticator_file_errors_total{file=\"key\"}"),
-        Some(1.0)
-    );
+    wait_metric(
+        &server,
+        "ack_ram_authenticator_file_errors_total{file=\"key\"}",
+        1.0,
+    )
+    .await;
     // Fixed: the new pair is applied and the recovery logged once.
     std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let new_client = client_with(cert.as_bytes(), None);
     let mut ok = false;
-    for _ in 0..50 {
+    for _ in 0..100 {
         if new_client.get(&health).send().await.is_ok() {
             ok = true;
             break;
@@ -486,10 +507,7 @@ async fn certificate_reload_refuses_a_world_readable_key_once() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(ok, "the fixed pair is served");
-    assert_eq!(
-        server.proc.stderr().matches("file is usable again").count(),
-        1
-    );
+    assert_eq!(settled_count(&server, "file is usable again", 1).await, 1);
 }
 
 #[tokio::test]
@@ -512,7 +530,19 @@ async fn config_reload_keeps_mappings_on_empty_or_truncated_files_and_names_rest
         .enumerate()
     {
         std::fs::write(&server.config, text).expect("truncate");
-        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let count = (n + 1) as f64;
+        wait_metric(
+            &server,
+            "ack_ram_authenticator_file_errors_total{file=\"config\"}",
+            count,
+        )
+        .await;
+        wait_metric(
+            &server,
+            "ack_ram_authenticator_mapping_reload_errors_total{source=\"MountedFile\"}",
+            count,
+        )
+        .await;
         assert!(
             alice(
                 &server
@@ -520,22 +550,6 @@ async fn config_reload_keeps_mappings_on_empty_or_truncated_files_and_names_rest
                     .await
             ),
             "mappings lost after {text:?}"
-        );
-        let m = metrics(&server).await;
-        assert_eq!(
-            metric(
-                &m,
-                "ack_ram_authenticator_file_errors_total{file=\"config\"}"
-            ),
-            Some((n + 1) as f64),
-            "{m}"
-        );
-        assert_eq!(
-            metric(
-                &m,
-                "ack_ram_authenticator_mapping_reload_errors_total{source=\"MountedFile\"}"
-            ),
-            Some((n + 1) as f64)
         );
     }
     let ready = reqwest::Client::builder()
@@ -547,13 +561,11 @@ async fn config_reload_keeps_mappings_on_empty_or_truncated_files_and_names_rest
         .await
         .expect("readyz");
     assert_eq!(ready.status(), 200);
-    let stderr = server.proc.stderr();
     assert_eq!(
-        stderr.matches("config file change refused").count(),
-        2,
-        "{stderr}"
+        settled_count(&server, "config file change refused", 2).await,
+        2
     );
-    assert!(!stderr.contains("mappings reloaded"), "{stderr}");
+    assert!(!server.proc.stderr().contains("mappings reloaded"));
 
     // A restart-only setting changes with a mapping: the mapping applies, the setting is
     // named once and not applied.
@@ -562,7 +574,7 @@ async fn config_reload_keeps_mappings_on_empty_or_truncated_files_and_names_rest
         .replace("username: alice", "username: alice2");
     std::fs::write(&server.config, &edited).expect("edit");
     let mut applied = false;
-    for _ in 0..50 {
+    for _ in 0..100 {
         let v = server
             .review(&client, "authentication.k8s.io/v1", &token)
             .await;
@@ -576,13 +588,8 @@ async fn config_reload_keeps_mappings_on_empty_or_truncated_files_and_names_rest
         applied,
         "the mapping change was applied, with the old cluster ID still in use"
     );
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(settled_count(&server, "apply only at start-up", 1).await, 1);
     let stderr = server.proc.stderr();
-    assert_eq!(
-        stderr.matches("apply only at start-up").count(),
-        1,
-        "{stderr}"
-    );
     assert!(
         stderr.contains("settings=clusterid") || stderr.contains("settings=\"clusterid"),
         "{stderr}"
