@@ -2,9 +2,10 @@
 //! rotated cert.pem/key.pem is picked up by new connections without dropping open ones, and an
 //! optional client CA (mutual TLS), also reloaded in place.
 //!
-//! A reload applies the start-up checks (the key not readable by every user, both files parse,
-//! the key matches the certificate); a refused change keeps the current pair and is reported
-//! once per distinct content (see [`crate::files::ReportOnce`]).
+//! A change is tried once two polls in a row read the same bytes. A reload applies the start-up
+//! checks (the key not readable by every user, both files parse, the key matches the
+//! certificate); a refused change keeps the current pair and is reported once per distinct
+//! content (see [`crate::files::ReportOnce`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -243,6 +244,11 @@ impl ReloadingResolver {
             self,
             metrics,
             interval,
+            |s| {
+                read_pair(&s.cert_path, &s.key_path)
+                    .map(|p| p.fingerprint())
+                    .unwrap_or_else(|(_, e)| e.to_string().into_bytes())
+            },
             Self::reload,
             &path,
             "serving certificate",
@@ -346,28 +352,52 @@ impl ReloadingClientCa {
     /// Polls the file every `interval` until dropped.
     pub async fn watch(self: Arc<Self>, metrics: Arc<Metrics>, interval: Duration) {
         let path = self.path.clone();
-        poll(self, metrics, interval, Self::reload, &path, "client CA").await
+        poll(
+            self,
+            metrics,
+            interval,
+            |s| std::fs::read(&s.path).unwrap_or_else(|e| e.to_string().into_bytes()),
+            Self::reload,
+            &path,
+            "client CA",
+        )
+        .await
     }
 }
 
-/// Calls `reload` every `interval`, off the async threads, logging each applied change;
-/// refusals are reported by `reload` itself, once per content.
+/// Every `interval`, reads the files' bytes with `peek`; once two polls in a row read the same
+/// bytes (so a file caught half-written is not even tried), calls `reload`, off the async
+/// threads, and logs each applied change. Refusals are reported by `reload` itself, once per
+/// content.
 async fn poll<T: Send + Sync + 'static>(
     this: Arc<T>,
     metrics: Arc<Metrics>,
     interval: Duration,
+    peek: fn(&T) -> Vec<u8>,
     reload: fn(&T, &Metrics) -> anyhow::Result<bool>,
     path: &Path,
     what: &'static str,
 ) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut previous: Option<Vec<u8>> = None;
     loop {
         ticker.tick().await;
-        let (t, m) = (this.clone(), metrics.clone());
-        match tokio::task::spawn_blocking(move || reload(&t, &m)).await {
-            Ok(Ok(true)) => tracing::info!(path = %path.display(), "{what} reloaded"),
-            Ok(_) => {}
+        let (t, m, before) = (this.clone(), metrics.clone(), previous.take());
+        let step = tokio::task::spawn_blocking(move || {
+            let seen = peek(&t);
+            let settled = before.as_ref() == Some(&seen);
+            let result = settled.then(|| reload(&t, &m));
+            (seen, result)
+        })
+        .await;
+        match step {
+            Ok((seen, result)) => {
+                previous = Some(seen);
+                if let Some(Ok(true)) = result {
+                    tracing::info!(path = %path.display(), "{what} reloaded");
+                }
+            }
             Err(e) => tracing::error!(error = %e, "{what} reload task failed"),
         }
     }
