@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # Runs every test of the project: installs what the tests need, then the Rust unit, property and
-# black-box tests (which start the real binaries), the apiserver-script tests and the manifest
-# validation. Exits non-zero when any of them fails.
+# black-box tests (which start the real binaries), the apiserver-script tests, the manifest
+# validation (with the rendered kustomize overlays) and the alert rules' checks and unit tests.
+# Exits non-zero when any of them fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-test-deps.sh
 cargo test --locked --all-targets
 tests/apiserver-script/run.sh
-scripts/validate-manifests.sh
+# The config files also go through the server's own check-config (built by cargo test above).
+RAM_AUTHENTICATOR_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/ram-authenticator" scripts/validate-manifests.sh
+# The validation's own checks catch what they are for (a second place for the cluster ID, an image
+# written out, a stale PrometheusRule, a runbook section missing).
+scripts/validate-manifests.sh --self-test
+promtool check rules deploy/monitoring/ram-authenticator.rules.yaml
+promtool test rules deploy/monitoring/ram-authenticator.rules.test.yaml

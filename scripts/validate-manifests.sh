@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Validates every manifest under crds/ and examples/ offline: YAML syntax, built-in objects
-# against the Kubernetes OpenAPI schema (strict: unknown fields are errors), the CRD as an
-# apiextensions.k8s.io/v1 object and the RAMIdentityMapping samples against the CRD's schema.
-# The checks are in scripts/validate_manifests.py; this wrapper installs what it needs.
+# Validates every manifest under crds/ and examples/, and the output of `kubectl kustomize` for
+# the deploy/ overlays and deploy/monitoring, offline: YAML syntax, built-in objects against the
+# Kubernetes OpenAPI schema (strict: unknown fields are errors), the CRD as an
+# apiextensions.k8s.io/v1 object and the RAMIdentityMapping samples against the CRD's schema; the
+# cluster ID, STS region and image each set in one place per overlay; the PrometheusRule generated
+# from the plain rules file. The checks are in scripts/validate_manifests.py; this wrapper
+# installs what it needs (kubectl comes from scripts/install-test-deps.sh).
 #
-# Usage: scripts/validate-manifests.sh [--root DIR] [--kubernetes-version X.Y]
+# Usage: scripts/validate-manifests.sh [--root DIR] [--kubernetes-version X.Y] [--write-prometheusrule]
+#                                     [--self-test]
 #
 # Dependencies, pinned, come from PyPI on first use into target/validate-manifests-pylib
 # (override with VALIDATE_MANIFESTS_PYLIB); kubernetes-validate carries the Kubernetes schemas,

@@ -1,7 +1,14 @@
 #!/usr/bin/env python3
-"""Validates the Kubernetes manifests under crds/ and examples/, offline.
+"""Validates the Kubernetes manifests under crds/ and examples/ and the kustomize output, offline.
 
-For every *.yaml / *.yml file:
+Every kustomization in RENDERED (the deploy/ overlays and deploy/monitoring) is rendered with
+`kubectl kustomize` and each object of its output is checked like a file's objects below. For
+each overlay, a second check edits the cluster ID, the STS region and the image tag in the
+overlay's kustomization.yaml (in a copy of the tree), renders again and requires the new values
+to reach every container and the old ones to have gone: each is set in exactly one place.
+
+For every *.yaml / *.yml file under SEARCHED (kustomization.yaml files excepted: their output is
+checked instead):
   * every YAML document must parse;
   * files that are not Kubernetes objects (the server's config files, the webhook kubeconfig) are
     named in NOT_KUBERNETES below and get a check of their own;
@@ -11,8 +18,10 @@ For every *.yaml / *.yml file:
   * CustomResourceDefinitions are validated as apiextensions.k8s.io/v1 objects, and custom
     resources (RAMIdentityMapping) against the openAPIV3Schema of the CRD in crds/, also strictly
     (the API server's strict field validation, kubectl's default, refuses unknown fields);
-  * a few consistency checks: the server config embedded in the ConfigMap equals the plain file,
-    and the mappings in the alibabacloud-auth ConfigMap are well formed.
+  * a few consistency checks: the server config in the ram-authenticator-config ConfigMap passes
+    `check-config` (with the cluster ID of the rendered settings ConfigMap), the mappings in the
+    alibabacloud-auth ConfigMap are well formed, and the PrometheusRule is the one generated from
+    the plain Prometheus rules file (`--write-prometheusrule` regenerates it).
 
 Prints one line per file and a closing "N passed, N failed"; exits 1 if any file failed.
 Run through scripts/validate-manifests.sh, which installs the dependencies.
@@ -25,8 +34,11 @@ import base64
 import copy
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,8 +51,34 @@ from referencing import Registry, Resource
 # The newest Kubernetes version bundled by the pinned kubernetes-validate.
 DEFAULT_KUBERNETES_VERSION = "1.37"
 
-# Directories searched, relative to the repository root.
+# Directories searched recursively, relative to the repository root (a new directory of plain
+# manifests is one more entry).
 SEARCHED = ("crds", "examples")
+
+# Kustomizations rendered with `kubectl kustomize` and validated object by object (a new
+# kustomization is one more entry).
+RENDERED = (
+    "deploy/overlays/control-plane",
+    "deploy/overlays/hosted",
+    "deploy/monitoring",
+)
+
+# Overlays whose cluster ID, STS region and image are each set in one place (their
+# kustomization.yaml), checked by editing that place.
+SINGLE_PLACE = ("deploy/overlays/control-plane", "deploy/overlays/hosted")
+
+# The ConfigMap of per-cluster settings the overlays generate, and the keys set there.
+SETTINGS_CONFIGMAP = "ram-authenticator-settings"
+SETTINGS_KEYS = ("ACK_CLUSTER_ID", "STS_REGION")
+
+# The server configuration ConfigMap (deploy/base), checked with check-config.
+SERVER_CONFIGMAP = ("kube-system", "ram-authenticator-config", "config.yaml")
+
+# The plain Prometheus rules file (the source) and the PrometheusRule generated from it.
+PROMETHEUS_RULES = "deploy/monitoring/ram-authenticator.rules.yaml"
+PROMETHEUS_RULE = "deploy/monitoring/prometheusrule.yaml"
+# Where each alert's runbook_url points: a section headed with the alert's name.
+RUNBOOK = "docs/runbook.md"
 
 # Files that are YAML but not Kubernetes objects, with the check each one gets.
 SERVER_CONFIG = "ram-authenticator server config"
@@ -48,15 +86,8 @@ KUBECONFIG = "kubeconfig"
 EMULATOR_KEYS = "sts-emulator keys file"
 NOT_KUBERNETES = {
     "examples/config.yaml": SERVER_CONFIG,
-    "examples/deploy/config.yaml": SERVER_CONFIG,
-    "examples/deploy/webhook-kubeconfig.yaml": KUBECONFIG,
+    "examples/webhook-kubeconfig.yaml": KUBECONFIG,
     "examples/emulator-keys.yaml": EMULATOR_KEYS,
-}
-
-# A ConfigMap whose data key must hold exactly the text of a file.
-EMBEDDED = {
-    ("examples/deploy/configmap-config.yaml", "kube-system", "ram-authenticator-config", "config.yaml"):
-        "examples/deploy/config.yaml",
 }
 
 # The ConfigMap read by the ACKConfigMap source.
@@ -229,16 +260,27 @@ def check_server_config(docs: list[Any], root: Path, rel: str) -> str:
     unknown = keys - {"clusterid", "server"}
     if unknown:
         raise Failure(f"unknown top-level keys: {sorted(unknown)}")
+    problems = run_check_config(root / rel)
+    if problems:
+        raise Failure(problems[0])
     binary = os.environ.get("RAM_AUTHENTICATOR_BIN")
     if binary:
-        run = subprocess.run(
-            [binary, "check-config", "--config", str(root / rel)],
-            capture_output=True, text=True, check=False,
-        )
-        if run.returncode != 0:
-            raise Failure(f"{binary} check-config: {(run.stderr or run.stdout).strip()}")
         return f"{SERVER_CONFIG}, checked by {Path(binary).name} check-config"
     return f"{SERVER_CONFIG}, parsed"
+
+
+def run_check_config(path: Path) -> list[str]:
+    """`$RAM_AUTHENTICATOR_BIN check-config` on a file, when that variable names a binary."""
+    binary = os.environ.get("RAM_AUTHENTICATOR_BIN")
+    if not binary:
+        return []
+    run = subprocess.run(
+        [binary, "check-config", "--config", str(path)],
+        capture_output=True, text=True, check=False,
+    )
+    if run.returncode != 0:
+        return [f"{binary} check-config: {(run.stderr or run.stdout).strip()}"]
+    return []
 
 
 def check_kubeconfig(docs: list[Any], root: Path, rel: str) -> str:
@@ -277,7 +319,7 @@ def check_kubeconfig(docs: list[Any], root: Path, rel: str) -> str:
 def check_emulator_keys(docs: list[Any], root: Path, rel: str) -> str:
     if len(docs) != 1 or not isinstance(docs[0], dict):
         raise Failure("a keys file is one YAML mapping")
-    unknown = set(docs[0]) - {"keys", "roles"}
+    unknown = set(docs[0]) - {"keys", "roles", "oidcProviders", "ecsMetadata", "credentialsUri"}
     if unknown:
         raise Failure(f"unknown top-level keys: {sorted(unknown)}")
     if not isinstance(docs[0].get("keys"), list) or not docs[0]["keys"]:
@@ -339,20 +381,140 @@ def check_ack_configmap(doc: dict) -> list[str]:
     return problems
 
 
-def check_embedded(rel: str, doc: dict, root: Path) -> list[str]:
-    meta = doc.get("metadata") or {}
-    problems = []
-    for (file, ns, name, key), source in EMBEDDED.items():
-        if file == rel and meta.get("namespace") == ns and meta.get("name") == name:
-            embedded = (doc.get("data") or {}).get(key)
-            try:
-                expected = (root / source).read_text(encoding="utf-8")
-            except OSError as e:
-                problems.append(f"cannot read {source}: {e}")
-                continue
-            if embedded != expected:
-                problems.append(f"data.{key} differs from {source} (keep the two identical)")
+def settings_of(docs: list[Any]) -> dict:
+    """The data of the generated settings ConfigMap among rendered objects (empty if none)."""
+    for doc in docs:
+        if isinstance(doc, dict) and doc.get("kind") == "ConfigMap" and \
+                str((doc.get("metadata") or {}).get("name", "")).startswith(SETTINGS_CONFIGMAP):
+            return doc.get("data") or {}
+    return {}
+
+
+def check_server_configmap(doc: dict, settings: dict) -> list[str]:
+    """The server config in ram-authenticator-config, with the overlay's cluster ID, passes
+    check-config (which wants a cluster ID in the file; the pods get it from the environment)."""
+    text = (doc.get("data") or {}).get(SERVER_CONFIGMAP[2])
+    if not isinstance(text, str):
+        return [f"data.{SERVER_CONFIGMAP[2]} is missing"]
+    try:
+        parsed = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        return [f"data.{SERVER_CONFIGMAP[2]}: not valid YAML: " + " ".join(str(e).split())]
+    if not isinstance(parsed, dict):
+        return [f"data.{SERVER_CONFIGMAP[2]}: a server config is one YAML mapping"]
+    if "clusterid" in {str(k).lower() for k in parsed}:
+        return [f"data.{SERVER_CONFIGMAP[2]}: sets clusterID; the overlay's "
+                f"{SETTINGS_CONFIGMAP} (ACK_CLUSTER_ID) is the one place for it"]
+    cluster_id = settings.get("ACK_CLUSTER_ID")
+    if not cluster_id:
+        return []  # not rendered with an overlay (the base alone)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "config.yaml"
+        path.write_text(text + f"\nclusterID: {cluster_id}\n", encoding="utf-8")
+        return run_check_config(path)
+
+
+def prometheusrule_text(root: Path) -> str:
+    """The PrometheusRule generated from the plain rules file."""
+    rules = yaml.safe_load((root / PROMETHEUS_RULES).read_text(encoding="utf-8"))
+    obj = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {
+            "name": "ram-authenticator",
+            "namespace": "kube-system",
+            "labels": {"app.kubernetes.io/name": "ram-authenticator"},
+        },
+        "spec": {"groups": rules["groups"]},
+    }
+    header = (
+        f"# GENERATED from {PROMETHEUS_RULES} by `scripts/validate-manifests.sh "
+        "--write-prometheusrule`;\n"
+        "# edit that file, not this one (scripts/validate-manifests.sh fails when they differ).\n"
+        "# The same alerts for the Prometheus Operator: docs/runbook.md has a section for each.\n"
+    )
+    return header + yaml.dump(obj, Dumper=BlockDumper, sort_keys=False, width=100,
+                              allow_unicode=True)
+
+
+class BlockDumper(yaml.SafeDumper):
+    """Writes multi-line strings (the PromQL expressions) as literal blocks."""
+
+
+BlockDumper.add_representer(
+    str,
+    lambda dumper, value: dumper.represent_scalar(
+        "tag:yaml.org,2002:str", value, style="|" if "\n" in value else None),
+)
+
+
+def check_prometheusrule(doc: dict, root: Path, meta: ObjectMetaValidator) -> list[str]:
+    """A PrometheusRule (no schema offline): its rules are those of the plain rules file, and
+    the file in the repository is the generated one."""
+    problems = meta.errors(doc.get("metadata"))
+    if set(doc) - {"apiVersion", "kind", "metadata", "spec"}:
+        problems.append(f"unknown top-level fields {sorted(set(doc) - {'apiVersion', 'kind', 'metadata', 'spec'})}")
+    try:
+        source = yaml.safe_load((root / PROMETHEUS_RULES).read_text(encoding="utf-8"))
+        generated = prometheusrule_text(root)
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as e:
+        return problems + [f"cannot read {PROMETHEUS_RULES}: {e}"]
+    if (doc.get("spec") or {}) != {"groups": source.get("groups")}:
+        problems.append(f"spec.groups differ from {PROMETHEUS_RULES}")
+    problems += check_runbook_links(source, root)
+    try:
+        current = (root / PROMETHEUS_RULE).read_text(encoding="utf-8")
+    except OSError as e:
+        current = f"({e})"
+    if current != generated:
+        problems.append(f"{PROMETHEUS_RULE} is not the one generated from {PROMETHEUS_RULES}: "
+                        "run scripts/validate-manifests.sh --write-prometheusrule")
     return problems
+
+
+def check_podmonitor(doc: dict, root: Path, meta: ObjectMetaValidator) -> list[str]:
+    """A PodMonitor (no schema offline): the fields the Prometheus Operator needs."""
+    problems = meta.errors(doc.get("metadata"))
+    spec = doc.get("spec") or {}
+    if not (spec.get("selector") or {}).get("matchLabels"):
+        problems.append("spec.selector.matchLabels is missing")
+    endpoints = spec.get("podMetricsEndpoints")
+    if not isinstance(endpoints, list) or not endpoints:
+        problems.append("spec.podMetricsEndpoints: a non-empty list is needed")
+    for i, endpoint in enumerate(endpoints or []):
+        if not isinstance(endpoint, dict) or not endpoint.get("port") or \
+                not str(endpoint.get("path", "")).startswith("/"):
+            problems.append(f"spec.podMetricsEndpoints[{i}]: a port name and a path are needed")
+    return problems
+
+
+def check_runbook_links(rules: dict, root: Path) -> list[str]:
+    """Every alert links to its own section of the runbook, and that section exists."""
+    try:
+        runbook = (root / RUNBOOK).read_text(encoding="utf-8")
+    except OSError as e:
+        return [f"cannot read {RUNBOOK}: {e}"]
+    headings = {line[3:].strip() for line in runbook.splitlines() if line.startswith("## ")}
+    problems = []
+    for group in rules.get("groups") or []:
+        for rule in group.get("rules") or []:
+            alert = rule.get("alert")
+            if not alert:
+                continue
+            want = f"{RUNBOOK}#{alert.lower()}"
+            got = (rule.get("annotations") or {}).get("runbook_url")
+            if got != want:
+                problems.append(f"alert {alert}: runbook_url is {got!r}, not {want!r}")
+            if alert not in headings:
+                problems.append(f"alert {alert}: {RUNBOOK} has no section '## {alert}'")
+    return problems
+
+
+# Objects of kinds defined outside this repository, with the check each gets.
+EXTERNAL_KINDS = {
+    ("monitoring.coreos.com/v1", "PrometheusRule"): check_prometheusrule,
+    ("monitoring.coreos.com/v1", "PodMonitor"): check_podmonitor,
+}
 
 
 # ---- Driver -----------------------------------------------------------------------------------
@@ -364,7 +526,8 @@ def yaml_files(root: Path) -> list[str]:
         if not base.is_dir():
             continue
         for path in base.rglob("*"):
-            if path.is_file() and path.suffix in (".yaml", ".yml"):
+            if path.is_file() and path.suffix in (".yaml", ".yml") and \
+                    path.stem != "kustomization":
                 found.append(path.relative_to(root).as_posix())
     return sorted(found, key=lambda p: (not p.startswith("crds/"), p))
 
@@ -386,8 +549,15 @@ def check_file(rel: str, root: Path, version: str, crs: CustomResources) -> tupl
     docs = load_documents(root / rel)
     if rel in NOT_KUBERNETES:
         return NOT_KUBERNETES_CHECKS[NOT_KUBERNETES[rel]](docs, root, rel), []
+    return check_documents(docs, root, version, crs)
+
+
+def check_documents(docs: list[Any], root: Path, version: str,
+                    crs: CustomResources) -> tuple[str, list[str]]:
+    """Returns (summary, problems) for the Kubernetes objects of one file or one rendering."""
     problems: list[str] = []
     kinds = []
+    settings = settings_of(docs)
     for index, doc in enumerate(docs):
         prefix = f"document {index + 1}"
         if not isinstance(doc, dict) or "apiVersion" not in doc or "kind" not in doc:
@@ -400,17 +570,201 @@ def check_file(rel: str, root: Path, version: str, crs: CustomResources) -> tupl
             problems.append(f"{prefix}: metadata.name is missing")
         group = str(doc["apiVersion"]).rpartition("/")[0]
         is_custom = any(g == group and k == doc["kind"] for (g, _, k) in crs.kinds)
+        external = EXTERNAL_KINDS.get((doc["apiVersion"], doc["kind"]))
         if is_custom:
             found = crs.validate(doc)
+        elif external:
+            found = external(doc, root, crs.meta)
         else:
             found = validate_builtin(doc, version)
             if doc["kind"] == "ConfigMap":
                 meta = doc.get("metadata") or {}
                 if (meta.get("namespace"), meta.get("name")) == ACK_CONFIGMAP:
                     found += check_ack_configmap(doc)
-                found += check_embedded(rel, doc, root)
+                if (meta.get("namespace"), meta.get("name")) == SERVER_CONFIGMAP[:2]:
+                    found += check_server_configmap(doc, settings)
         problems += [f"{prefix}: {p}" for p in found]
+    problems += check_container_args(docs)
     return f"{len(docs)} object(s): {', '.join(kinds)}", problems
+
+
+def check_container_args(docs: list[Any]) -> list[str]:
+    """With $RAM_AUTHENTICATOR_BIN, the binary accepts every workload container's arguments
+    (parsed, then `--help` instead of running: a misspelt or removed flag is an error)."""
+    binary = os.environ.get("RAM_AUTHENTICATOR_BIN")
+    if not binary:
+        return []
+    problems = []
+    for where, container in containers(docs):
+        args = [str(a) for a in container.get("args") or []]
+        run = subprocess.run([binary, *args, "--help"], capture_output=True, text=True,
+                             check=False, timeout=30)
+        if run.returncode != 0:
+            problems.append(f"{where}: {Path(binary).name} refuses its arguments: "
+                            f"{(run.stderr or run.stdout).strip().splitlines()[0:3]}")
+    return problems
+
+
+# ---- kustomize --------------------------------------------------------------------------------
+
+def kubectl() -> str:
+    return os.environ.get("KUBECTL", "kubectl")
+
+
+def render(directory: Path) -> list[Any]:
+    """`kubectl kustomize DIR`, parsed."""
+    try:
+        run = subprocess.run([kubectl(), "kustomize", str(directory)],
+                             capture_output=True, text=True, check=False, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise Failure(f"cannot run `{kubectl()} kustomize` (scripts/install-test-deps.sh "
+                      f"installs kubectl): {e}") from e
+    if run.returncode != 0:
+        raise Failure(f"`{kubectl()} kustomize` failed: {run.stderr.strip()}")
+    try:
+        docs = [d for d in yaml.safe_load_all(run.stdout) if d is not None]
+    except yaml.YAMLError as e:
+        raise Failure("kustomize output is not valid YAML: " + " ".join(str(e).split())) from e
+    if not docs:
+        raise Failure("kustomize rendered nothing")
+    return docs
+
+
+def containers(docs: list[Any]) -> list[tuple[str, dict]]:
+    """(where, container) for every container and init container of the rendered workloads."""
+    found = []
+    for doc in docs:
+        pod = (((doc.get("spec") or {}).get("template") or {}).get("spec")) \
+            if isinstance(doc, dict) else None
+        if not pod:
+            continue
+        for field in ("initContainers", "containers"):
+            for c in pod.get(field) or []:
+                found.append((f"{doc.get('kind')} {doc['metadata'].get('name')}/{c.get('name')}", c))
+    return found
+
+
+def settings_seen_by(container: dict, docs: list[Any]) -> dict:
+    """The settings a container gets through envFrom (the rendered ConfigMaps it names)."""
+    by_name = {
+        (d.get("metadata") or {}).get("name"): d.get("data") or {}
+        for d in docs if isinstance(d, dict) and d.get("kind") == "ConfigMap"
+    }
+    seen: dict = {}
+    for source in container.get("envFrom") or []:
+        ref = (source.get("configMapRef") or {}).get("name")
+        seen.update(by_name.get(ref, {}))
+    for env in container.get("env") or []:
+        seen[env.get("name")] = env.get("value")
+    return seen
+
+
+def check_single_place(root: Path, overlay: str) -> list[str]:
+    """Changes the cluster ID, the STS region and the image tag where the overlay sets them, and
+    checks that the rendered output follows everywhere: every container sees the new values,
+    and the old ones appear nowhere."""
+    kustomization = root / overlay / "kustomization.yaml"
+    text = kustomization.read_text(encoding="utf-8")
+    spec = yaml.safe_load(text)
+    literals = {}
+    for generator in spec.get("configMapGenerator") or []:
+        if generator.get("name") == SETTINGS_CONFIGMAP:
+            literals = dict(item.split("=", 1) for item in generator.get("literals") or [])
+    images = spec.get("images") or []
+    missing = [k for k in SETTINGS_KEYS if k not in literals]
+    if missing or len(images) != 1 or not images[0].get("newTag"):
+        return [f"{overlay}/kustomization.yaml must set {', '.join(SETTINGS_KEYS)} in the "
+                f"{SETTINGS_CONFIGMAP} configMapGenerator and one image in `images:`"
+                f" (missing: {missing or 'images'})"]
+    before = render(root / overlay)
+    changed = {k: f"{v}-changed" for k, v in literals.items() if k in SETTINGS_KEYS}
+    image = images[0]
+    new_tag = f"{image['newTag']}-changed"
+    edited = text
+    for key, value in changed.items():
+        edited, n = re.subn(rf"\b{key}={re.escape(literals[key])}\b", f"{key}={value}", edited)
+        if n != 1:
+            return [f"{overlay}/kustomization.yaml: {key}= appears {n} times, not once"]
+    edited, n = re.subn(rf"newTag: *{re.escape(str(image['newTag']))}\b",
+                        f"newTag: {new_tag}", edited)
+    if n != 1:
+        return [f"{overlay}/kustomization.yaml: newTag appears {n} times, not once"]
+    problems = []
+    with tempfile.TemporaryDirectory() as tmp:
+        copy_root = Path(tmp)
+        for top in ("crds", "deploy"):
+            shutil.copytree(root / top, copy_root / top)
+        (copy_root / overlay / "kustomization.yaml").write_text(edited, encoding="utf-8")
+        after = render(copy_root / overlay)
+    rendered_after = yaml.safe_dump_all(after)
+    for key, old in literals.items():
+        if key in SETTINGS_KEYS and \
+                re.search(rf"(?<![\w.-]){re.escape(old)}(?![\w.-])", rendered_after):
+            problems.append(f"after changing {key}, the old value {old!r} is still in the output")
+    workloads = containers(after)
+    if not workloads or len(workloads) != len(containers(before)):
+        problems.append("no containers in the output, or not the same ones after the change")
+    wanted_image = f"{image.get('newName', image['name'])}:{new_tag}"
+    for where, container in workloads:
+        seen = settings_seen_by(container, after)
+        for key, value in changed.items():
+            if seen.get(key) != value:
+                problems.append(f"{where}: sees {key}={seen.get(key)!r}, not the changed {value!r}")
+        if container.get("image") != wanted_image:
+            problems.append(f"{where}: image {container.get('image')!r}, not {wanted_image!r}")
+    names_before = {d["metadata"]["name"] for d in before if d.get("kind") == "ConfigMap"}
+    names_after = {d["metadata"]["name"] for d in after if d.get("kind") == "ConfigMap"}
+    if names_before == names_after:
+        problems.append(f"the {SETTINGS_CONFIGMAP} ConfigMap kept its name: a change would not "
+                        "roll the pods (keep its hash suffix)")
+    return problems
+
+
+# ---- Self-test: the checks above catch what they are for ------------------------------------------
+
+def self_test(root: Path, version: str) -> list[str]:
+    """Breaks a copy of the tree in ways the checks must catch; returns the ones that were not."""
+    overlay = "deploy/overlays/control-plane"
+    hosted = "deploy/overlays/hosted"
+    breakages: list[tuple[str, str, str, str, Callable[[Path], list[str]]]] = [
+        ("a second place for the cluster ID", f"{overlay}/daemonset.yaml",
+         "            - --kubeconfig-pregenerated\n",
+         "            - --kubeconfig-pregenerated\n            - --cluster-id\n"
+         "            - c1234567890abcdef\n",
+         lambda r: check_single_place(r, overlay)),
+        ("an image written out in the workload", f"{hosted}/deployment.yaml",
+         "          image: ram-authenticator\n",
+         "          image: registry.example.com/ram-authenticator:0.0.9\n",
+         lambda r: check_single_place(r, hosted)),
+        ("a rules file edited without regenerating the PrometheusRule", PROMETHEUS_RULES,
+         "        for: 5m\n", "        for: 6m\n",
+         lambda r: check_prometheusrule(
+             load_documents(r / PROMETHEUS_RULE)[0], r, ObjectMetaValidator(version))),
+        ("a runbook section renamed", RUNBOOK,
+         "## RAMAuthenticatorDown\n", "## RAMAuthenticatorIsDown\n",
+         lambda r: check_prometheusrule(
+             load_documents(r / PROMETHEUS_RULE)[0], r, ObjectMetaValidator(version))),
+    ]
+    uncaught = []
+    for what, rel, old, new, check in breakages:
+        with tempfile.TemporaryDirectory() as tmp:
+            copy_root = Path(tmp)
+            for top in ("crds", "deploy", "docs"):
+                shutil.copytree(root / top, copy_root / top)
+            if check(copy_root):
+                uncaught.append(f"the intact copy already fails the check for {what}")
+                continue
+            text = (copy_root / rel).read_text(encoding="utf-8")
+            if text.count(old) < 1:
+                uncaught.append(f"{what}: {rel} no longer contains {old.strip()!r}")
+                continue
+            (copy_root / rel).write_text(text.replace(old, new, 1), encoding="utf-8")
+            problems = check(copy_root)
+            print(f"{'ok  ' if problems else 'FAIL'} self-test: {what} -> "
+                  f"{problems[0] if problems else 'NOT CAUGHT'}")
+            if not problems:
+                uncaught.append(what)
+    return uncaught
 
 
 def main() -> int:
@@ -419,9 +773,21 @@ def main() -> int:
                         help="repository root (default: the one this script is in)")
     parser.add_argument("--kubernetes-version", default=DEFAULT_KUBERNETES_VERSION,
                         help=f"Kubernetes version whose schema is used (default {DEFAULT_KUBERNETES_VERSION})")
+    parser.add_argument("--write-prometheusrule", action="store_true",
+                        help=f"write {PROMETHEUS_RULE} from {PROMETHEUS_RULES}, then validate")
+    parser.add_argument("--self-test", action="store_true",
+                        help="break copies of the tree and check that the checks notice")
     args = parser.parse_args()
     root: Path = args.root.resolve()
     version: str = args.kubernetes_version
+    if args.self_test:
+        uncaught = self_test(root, version)
+        for problem in uncaught:
+            print(f"FAIL self-test: {problem}")
+        return 1 if uncaught else 0
+    if args.write_prometheusrule:
+        (root / PROMETHEUS_RULE).write_text(prometheusrule_text(root), encoding="utf-8")
+        print(f"wrote {PROMETHEUS_RULE}")
 
     files = yaml_files(root)
     if not files:
@@ -444,20 +810,34 @@ def main() -> int:
                 crd_problems.setdefault(rel, []).extend(
                     f"({describe(doc)}): {p}" for p in crs.add_crd(copy.deepcopy(doc)))
 
-    for rel in files:
+    def report(name: str, check: Callable[[], tuple[str, list[str]]]) -> None:
+        nonlocal passed, failed
         try:
-            summary, problems = check_file(rel, root, version, crs)
-            problems = crd_problems.get(rel, []) + problems
+            summary, problems = check()
         except Failure as e:
             summary, problems = "", [str(e)]
         if problems:
             failed += 1
-            print(f"FAIL {rel}")
+            print(f"FAIL {name}")
             for p in problems:
                 print(f"     {p}")
         else:
             passed += 1
-            print(f"ok   {rel} ({summary})")
+            print(f"ok   {name} ({summary})")
+
+    def file_check(rel: str) -> tuple[str, list[str]]:
+        summary, problems = check_file(rel, root, version, crs)
+        return summary, crd_problems.get(rel, []) + problems
+
+    for rel in files:
+        report(rel, lambda rel=rel: file_check(rel))
+    for rel in RENDERED:
+        report(f"{rel} (kubectl kustomize)",
+               lambda rel=rel: check_documents(render(root / rel), root, version, crs))
+    for rel in SINGLE_PLACE:
+        report(f"{rel} (one place each for {', '.join(SETTINGS_KEYS)} and the image)",
+               lambda rel=rel: ("changed once, followed everywhere",
+                                check_single_place(root, rel)))
     print(f"Kubernetes schema version {version} (kubernetes-validate "
           f"{kubernetes_validate.__version__}), strict")
     print(f"{passed} passed, {failed} failed")

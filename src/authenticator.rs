@@ -105,6 +105,8 @@ pub enum Denial {
     NotMapped(#[from] MappingError),
     #[error("the token is not valid for the requested audiences")]
     Audience,
+    #[error("identities of this account may not log in to this cluster (server.allowedAccounts)")]
+    AccountNotAllowed(String),
 }
 
 impl Denial {
@@ -114,6 +116,7 @@ impl Denial {
             Self::Token(_) | Self::Audience => AuthResult::invalid_token,
             Self::Sts(_) | Self::BadIdentity(_) => AuthResult::sts_error,
             Self::NotMapped(_) => AuthResult::unknown_user,
+            Self::AccountNotAllowed(_) => AuthResult::account_not_allowed,
         }
     }
 
@@ -125,6 +128,7 @@ impl Denial {
             Self::BadIdentity(_) => "sts:bad_identity".into(),
             Self::NotMapped(_) => "not_mapped".into(),
             Self::Audience => "audience".into(),
+            Self::AccountNotAllowed(_) => "account_not_allowed".into(),
         }
     }
 
@@ -173,6 +177,8 @@ pub struct Authenticator {
     cache_settings: CacheSettings,
     metrics: Arc<Metrics>,
     scrubbed_accounts: HashSet<String>,
+    /// Accounts allowed to log in; empty means every account.
+    allowed_accounts: HashSet<String>,
 }
 
 impl Authenticator {
@@ -199,7 +205,14 @@ impl Authenticator {
             cache_settings,
             metrics,
             scrubbed_accounts: scrubbed_accounts.into_iter().collect(),
+            allowed_accounts: HashSet::new(),
         }
+    }
+
+    /// Denies identities of accounts not listed, before any mapping (empty: every account).
+    pub fn with_allowed_accounts(mut self, accounts: impl IntoIterator<Item = String>) -> Self {
+        self.allowed_accounts = accounts.into_iter().collect();
+        self
     }
 
     pub fn chain(&self) -> &Chain {
@@ -258,7 +271,13 @@ impl Authenticator {
         match self.confirm(digest, req, now).await {
             (Err(denial), hit) => (Err(denial), None, hit),
             (Ok(identity), hit) => {
-                let decision = self.chain.map(&identity).map_err(Denial::from);
+                let decision = if !self.allowed_accounts.is_empty()
+                    && !self.allowed_accounts.contains(&identity.account_id)
+                {
+                    Err(Denial::AccountNotAllowed(identity.account_id.clone()))
+                } else {
+                    self.chain.map(&identity).map_err(Denial::from)
+                };
                 (decision, Some(identity), hit)
             }
         }

@@ -85,6 +85,18 @@ pub struct ServerSection {
     /// Mutual TLS: CA (PEM) that HTTPS clients' certificates must chain to.
     #[serde(rename = "clientcafile")]
     pub client_ca_file: Option<PathBuf>,
+    /// Accounts whose identities may log in at all; empty means every account. Identities of
+    /// other accounts are denied before any mapping is looked at.
+    #[serde(rename = "allowedaccounts", default, deserialize_with = "strings")]
+    pub allowed_accounts: Vec<String>,
+    /// Sources whose mappings may produce reserved (`system:`) names: `true` for every source,
+    /// or a list of backend modes. Default: none.
+    #[serde(
+        rename = "allowreservednames",
+        default,
+        deserialize_with = "bool_or_strings"
+    )]
+    pub allow_reserved_names: Vec<String>,
 }
 
 /// The file could not be used.
@@ -141,6 +153,15 @@ impl FileConfig {
         for mode in self.server.backend_mode.iter().flatten() {
             crate::config::BackendMode::parse(mode)
                 .map_err(|e| format!("server.backendMode: {e}"))?;
+        }
+        crate::mapping::guard::AllowReserved::parse(&self.server.allow_reserved_names)
+            .map_err(|e| format!("server.allowReservedNames: {e}"))?;
+        for account in &self.server.allowed_accounts {
+            if account.is_empty() || !account.chars().all(|c| c.is_ascii_digit()) {
+                return Err(format!(
+                    "server.allowedAccounts: {account:?} is not an account ID (digits)"
+                ));
+            }
         }
         if let Some(0) = self.server.cache_max_entries {
             return Err("server.cacheMaxEntries: must be at least 1".into());
@@ -211,6 +232,23 @@ fn strings<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
             ))),
         })
         .collect()
+}
+
+/// Accepts `true`/`false`, one string (`MountedFile,CRD`) or a list of strings.
+fn bool_or_strings<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        Flag(bool),
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Option::<Form>::deserialize(d)? {
+        None | Some(Form::Flag(false)) => Vec::new(),
+        Some(Form::Flag(true)) => vec!["true".into()],
+        Some(Form::One(s)) => vec![s],
+        Some(Form::Many(v)) => v,
+    })
 }
 
 /// Accepts `backendMode: CRD`, `backendMode: MountedFile,CRD` or a list.

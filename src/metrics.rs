@@ -23,6 +23,8 @@ pub enum AuthResult {
     invalid_token,
     sts_error,
     unknown_user,
+    /// The identity's account is not in `server.allowedAccounts`.
+    account_not_allowed,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -74,6 +76,8 @@ pub struct Metrics {
     pub mapping_reload_errors: Family<SourceLabel, Counter>,
     pub certificate_expiry: Gauge<f64, AtomicU64>,
     pub file_errors: Family<FileLabel, Counter>,
+    pub mappings_skipped: Family<SourceLabel, Gauge>,
+    pub mapping_source_ready: Family<SourceLabel, Gauge>,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -189,6 +193,18 @@ impl Metrics {
         for file in WATCHED_FILES {
             let _ = file_errors.get_or_create(&FileLabel { file: file.into() });
         }
+        let mappings_skipped = Family::<SourceLabel, Gauge>::default();
+        registry.register(
+            "mappings_skipped",
+            "Mappings skipped by the guard rails (reserved names), by source",
+            mappings_skipped.clone(),
+        );
+        let mapping_source_ready = Family::<SourceLabel, Gauge>::default();
+        registry.register(
+            "mapping_source_ready",
+            "Whether a mapping source has loaded (1) or is still waiting (0), by source",
+            mapping_source_ready.clone(),
+        );
         Self {
             registry,
             authenticate_latency,
@@ -206,6 +222,8 @@ impl Metrics {
             mapping_reload_errors,
             certificate_expiry,
             file_errors,
+            mappings_skipped,
+            mapping_source_ready,
         }
     }
 
@@ -233,6 +251,13 @@ impl Metrics {
             .set(i64::try_from(entries).unwrap_or(i64::MAX));
         let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
         self.mapping_last_reload.get_or_create(&label).set(now);
+    }
+
+    /// Makes a source's reload-error series exist (at 0) before its first error.
+    pub fn mapping_refused_init(&self, source: &str) {
+        let _ = self.mapping_reload_errors.get_or_create(&SourceLabel {
+            source: source.to_string(),
+        });
     }
 
     /// Records a refused load of a mapping source.

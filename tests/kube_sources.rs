@@ -477,14 +477,7 @@ async fn server_reviews_follow_ramidentitymappings() {
     let kubeconfig = api.write_kubeconfig(dir.path());
     let path = dir.path().to_path_buf();
     let (emu, server) = tokio::task::spawn_blocking(move || {
-        let emu = common::Emulator::start(&path, &[]);
-        let kc = kubeconfig.to_str().expect("utf-8 path").to_string();
-        let server = common::Server::start(
-            &path,
-            &emu.url,
-            &["--backend-mode", "CRD", "--kubeconfig", &kc],
-        );
-        (emu, server)
+        common::start_with_kubeconfig(&path, &kubeconfig, &["--backend-mode", "CRD"])
     })
     .await
     .expect("start");

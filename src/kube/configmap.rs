@@ -2,9 +2,9 @@
 //! `mapUsers` (YAML lists of entries, keys in any casing) and `mapAccounts` (a YAML list of
 //! account IDs, strings or numbers).
 //!
-//! A ConfigMap that does not parse as a whole is refused: the last good mappings stay, the
-//! reason is logged and `configmap_watch_failures` counts it. A deleted (or absent) ConfigMap
-//! means no mappings from this source.
+//! Each data key is parsed on its own: a broken key keeps its last good value while the good
+//! keys of the same update apply; the reason is logged and `configmap_watch_failures` counts
+//! it. A deleted (or absent) ConfigMap means no mappings from this source.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 
 use super::WatchOptions;
 use crate::mapping::{
-    entries_from_docs, lowercase_keys, Index, RoleMappingDoc, Source, UserMappingDoc,
+    entries_from_docs, lowercase_keys, Entry, Index, RoleMappingDoc, Source, UserMappingDoc,
 };
 use crate::metrics::Metrics;
 
@@ -28,54 +28,118 @@ pub const NAME: &str = "alibabacloud-auth";
 /// The source's name (`backendMode`).
 pub const SOURCE: &str = "ACKConfigMap";
 
+/// The three lists of the ConfigMap, each kept as it last parsed well (`None`: never yet).
+#[derive(Clone, Debug, Default)]
+pub struct LastGood {
+    roles: Option<Vec<Entry>>,
+    users: Option<Vec<Entry>>,
+    accounts: Option<Vec<String>>,
+}
+
 /// What a ConfigMap's data turned into.
 #[derive(Debug)]
 pub struct Parsed {
     pub index: Index,
     /// Data keys that are not mappings (ignored, reported).
     pub ignored_keys: Vec<String>,
+    /// Lists that could not be used, with the reason: each keeps its last good value.
+    pub errors: Vec<String>,
+    /// The lists as they stand now, for the next update.
+    pub last_good: LastGood,
 }
 
-/// Parses the ConfigMap's data as a whole: any bad key or entry refuses all of it.
-pub fn parse_data(data: &BTreeMap<String, String>) -> Result<Parsed, String> {
-    let mut roles_text: Option<(&str, &str)> = None;
-    let mut users_text: Option<(&str, &str)> = None;
-    let mut accounts_text: Option<(&str, &str)> = None;
+/// Parses the ConfigMap's data one key at a time, as aws-iam-authenticator does: a good key
+/// applies even when another key of the same update is broken (so a revocation in `mapUsers`
+/// is not held back by a typo in `mapRoles`); a broken key keeps its last good value (none at
+/// start) and is reported in [`Parsed::errors`]. A key that is absent means an empty list.
+pub fn parse_data(data: &BTreeMap<String, String>, last_good: &LastGood) -> Parsed {
+    let mut texts: [Option<(&str, &str)>; 3] = [None, None, None];
+    let mut duplicated = [false; 3];
     let mut ignored_keys = Vec::new();
+    let mut errors = Vec::new();
     for (key, value) in data {
         let slot = match key.to_ascii_lowercase().as_str() {
-            "maproles" => &mut roles_text,
-            "mapusers" => &mut users_text,
-            "mapaccounts" => &mut accounts_text,
+            "maproles" => 0,
+            "mapusers" => 1,
+            "mapaccounts" => 2,
             _ => {
                 ignored_keys.push(key.clone());
                 continue;
             }
         };
-        if let Some((other, _)) = slot {
-            return Err(format!(
+        if let Some((other, _)) = texts[slot] {
+            errors.push(format!(
                 "data keys {other:?} and {key:?} both define the same list; keep one"
             ));
+            duplicated[slot] = true;
         }
-        *slot = Some((key.as_str(), value.as_str()));
+        texts[slot] = Some((key.as_str(), value.as_str()));
     }
-    let roles: Vec<RoleMappingDoc> = match roles_text {
-        Some((key, text)) => parse_list(key, text)?,
-        None => Vec::new(),
-    };
-    let users: Vec<UserMappingDoc> = match users_text {
-        Some((key, text)) => parse_list(key, text)?,
-        None => Vec::new(),
-    };
-    let accounts = match accounts_text {
-        Some((key, text)) => parse_accounts(key, text)?,
-        None => Vec::new(),
-    };
-    let entries = entries_from_docs(NAME, &roles, &users)?;
-    Ok(Parsed {
-        index: Index::build(entries, accounts),
+    // One list: absent → empty; broken or duplicated → the last good value.
+    fn one<T: Clone>(
+        text: Option<(&str, &str)>,
+        duplicated: bool,
+        last: &Option<Vec<T>>,
+        parse: impl FnOnce(&str, &str) -> Result<Vec<T>, String>,
+        errors: &mut Vec<String>,
+    ) -> Option<Vec<T>> {
+        if duplicated {
+            return last.clone();
+        }
+        match text {
+            None => Some(Vec::new()),
+            Some((key, text)) => match parse(key, text) {
+                Ok(items) => Some(items),
+                Err(e) => {
+                    errors.push(e);
+                    last.clone()
+                }
+            },
+        }
+    }
+    let roles = one(
+        texts[0],
+        duplicated[0],
+        &last_good.roles,
+        |key, text| {
+            let docs: Vec<RoleMappingDoc> = parse_list(key, text)?;
+            entries_from_docs(NAME, &docs, &[])
+        },
+        &mut errors,
+    );
+    let users = one(
+        texts[1],
+        duplicated[1],
+        &last_good.users,
+        |key, text| {
+            let docs: Vec<UserMappingDoc> = parse_list(key, text)?;
+            entries_from_docs(NAME, &[], &docs)
+        },
+        &mut errors,
+    );
+    let accounts = one(
+        texts[2],
+        duplicated[2],
+        &last_good.accounts,
+        parse_accounts,
+        &mut errors,
+    );
+    let entries = roles
+        .iter()
+        .flatten()
+        .chain(users.iter().flatten())
+        .cloned()
+        .collect();
+    Parsed {
+        index: Index::build(entries, accounts.clone().unwrap_or_default()),
         ignored_keys,
-    })
+        errors,
+        last_good: LastGood {
+            roles,
+            users,
+            accounts,
+        },
+    }
 }
 
 fn parse_list<T: serde::de::DeserializeOwned>(key: &str, text: &str) -> Result<Vec<T>, String> {
@@ -135,6 +199,8 @@ struct State {
     relist: Option<Option<ConfigMap>>,
     /// The data last handled (good or refused), `Some(None)` once known absent.
     last_data: Option<Option<BTreeMap<String, String>>>,
+    /// Each list as it last parsed well.
+    last_good: LastGood,
 }
 
 /// Mappings from the `alibabacloud-auth` ConfigMap.
@@ -214,29 +280,30 @@ impl ConfigMapSource {
         if state.last_data.as_ref().and_then(|d| d.as_ref()) == Some(&data) {
             return;
         }
-        match parse_data(&data) {
-            Ok(parsed) => {
-                for key in &parsed.ignored_keys {
-                    tracing::warn!(source = SOURCE, key = %key, "ConfigMap {NAMESPACE}/{NAME}: data key ignored (known keys: mapRoles, mapUsers, mapAccounts)");
-                }
-                for s in parsed.index.shadowed() {
-                    tracing::warn!(source = SOURCE, entry = %s, "mapping ignored: an earlier entry maps the same ARN");
-                }
-                let len = parsed.index.len();
-                self.metrics.mapping_loaded(SOURCE, len);
-                self.index.store(Arc::new(parsed.index));
-                tracing::info!(
-                    source = SOURCE,
-                    entries = len,
-                    "mappings loaded from ConfigMap {NAMESPACE}/{NAME}"
-                );
-            }
-            Err(reason) => {
-                self.metrics.configmap_watch_failures.inc();
-                self.metrics.mapping_refused(SOURCE);
-                tracing::error!(source = SOURCE, error = %reason, "ConfigMap {NAMESPACE}/{NAME} refused; keeping the previous mappings");
-            }
+        let parsed = parse_data(&data, &state.last_good);
+        for key in &parsed.ignored_keys {
+            tracing::warn!(source = SOURCE, key = %key, "ConfigMap {NAMESPACE}/{NAME}: data key ignored (known keys: mapRoles, mapUsers, mapAccounts)");
         }
+        for reason in &parsed.errors {
+            tracing::error!(source = SOURCE, error = %reason, "ConfigMap {NAMESPACE}/{NAME}: list refused; it keeps its last good value, the other lists apply");
+        }
+        if !parsed.errors.is_empty() {
+            self.metrics.configmap_watch_failures.inc();
+            self.metrics.mapping_refused(SOURCE);
+        }
+        for s in parsed.index.shadowed() {
+            tracing::warn!(source = SOURCE, entry = %s, "mapping ignored: an earlier entry maps the same ARN");
+        }
+        let len = parsed.index.len();
+        self.metrics.mapping_loaded(SOURCE, len);
+        self.index.store(Arc::new(parsed.index));
+        state.last_good = parsed.last_good;
+        tracing::info!(
+            source = SOURCE,
+            entries = len,
+            refused_lists = parsed.errors.len(),
+            "mappings loaded from ConfigMap {NAMESPACE}/{NAME}"
+        );
         state.last_data = Some(Some(data));
     }
 
@@ -246,6 +313,7 @@ impl ConfigMapSource {
         }
         let had = state.last_data.is_some();
         self.index.store(Arc::new(Index::default()));
+        state.last_good = LastGood::default();
         self.metrics.mapping_loaded(SOURCE, 0);
         if had || why == "deleted" {
             tracing::warn!(
@@ -336,7 +404,8 @@ mod tests {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        let parsed = parse_data(&data).expect("parsed");
+        let parsed = parse_data(&data, &LastGood::default());
+        assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
         assert_eq!(parsed.index.len(), 4);
         assert!(parsed.index.maps_account("1111"));
         assert!(parsed.index.maps_account("2222"));
@@ -373,18 +442,66 @@ mod tests {
             ("mapAccounts", "- abc\n", "mapAccounts[0]"),
             ("mapAccounts", "1111", "list"),
         ];
+        let none = LastGood::default();
         for (key, value, needle) in bad {
             let data = BTreeMap::from([(key.to_string(), value.to_string())]);
-            let err = parse_data(&data).expect_err(value);
-            assert!(err.contains(needle), "{value}: {err}");
+            let parsed = parse_data(&data, &none);
+            assert_eq!(parsed.errors.len(), 1, "{value}");
+            assert!(
+                parsed.errors[0].contains(needle),
+                "{value}: {:?}",
+                parsed.errors
+            );
+            assert!(parsed.index.is_empty(), "nothing good to keep yet");
         }
         let data = BTreeMap::from([
             ("mapRoles".to_string(), String::new()),
             ("maproles".to_string(), String::new()),
         ]);
-        assert!(parse_data(&data).expect_err("dup").contains("both"));
+        assert!(parse_data(&data, &none).errors[0].contains("both"));
         let empty = BTreeMap::from([("mapRoles".to_string(), String::new())]);
-        assert!(parse_data(&empty).expect("empty").index.is_empty());
+        let parsed = parse_data(&empty, &none);
+        assert!(parsed.errors.is_empty() && parsed.index.is_empty());
+    }
+
+    #[test]
+    fn a_broken_key_keeps_its_last_good_value_while_good_keys_apply() {
+        let users = "- userarn: acs:ram::1:user/alice\n  username: alice\n- userarn: acs:ram::1:user/mallory\n  username: mallory\n";
+        let first = BTreeMap::from([
+            ("mapRoles".to_string(), ROLES.to_string()),
+            ("mapUsers".to_string(), users.to_string()),
+        ]);
+        let good = parse_data(&first, &LastGood::default());
+        assert!(good.errors.is_empty());
+        assert_eq!(good.index.len(), 3);
+        // One update: mallory revoked in mapUsers, and a typo in mapRoles.
+        let second = BTreeMap::from([
+            ("mapRoles".to_string(), "- roelarn: x\n".to_string()),
+            (
+                "mapUsers".to_string(),
+                "- userarn: acs:ram::1:user/alice\n  username: alice\n".to_string(),
+            ),
+        ]);
+        let parsed = parse_data(&second, &good.last_good);
+        assert_eq!(parsed.errors.len(), 1);
+        assert!(parsed.errors[0].contains("mapRoles"), "{:?}", parsed.errors);
+        let find = |arn: &str| {
+            parsed
+                .index
+                .lookup(&canonicalize(arn).expect("arn"))
+                .map(|e| e.username.as_str().to_string())
+        };
+        assert_eq!(
+            find("acs:ram::1:user/mallory"),
+            None,
+            "the revocation applies"
+        );
+        assert_eq!(find("acs:ram::1:user/alice").as_deref(), Some("alice"));
+        assert_eq!(
+            find("acs:ram::1:role/admin").as_deref(),
+            Some("admin"),
+            "the broken list keeps its last good value"
+        );
     }
 
     #[test]
@@ -414,7 +531,8 @@ mod tests {
         )));
         assert_eq!(user(&s, "acs:ram::1:role/admin").as_deref(), Some("root"));
 
-        // A bad edit keeps the last good mappings and is counted.
+        // A bad edit of one key keeps that key's last good mappings and is counted; the good
+        // key of the same update applies.
         s.handle(Event::Apply(cm(
             NAME,
             3,
@@ -423,7 +541,7 @@ mod tests {
                 ("mapUsers", "- userarn: acs:ram::1:user/x\n"),
             ],
         )));
-        assert_eq!(user(&s, "acs:ram::1:role/admin").as_deref(), Some("root"));
+        assert_eq!(user(&s, "acs:ram::1:role/admin").as_deref(), Some("admin"));
         assert_eq!(metrics.configmap_watch_failures.get(), 1);
         assert!(metrics
             .encode()
@@ -443,7 +561,7 @@ mod tests {
 
         // Other ConfigMaps are ignored.
         s.handle(Event::Apply(cm("other", 4, &[])));
-        assert_eq!(user(&s, "acs:ram::1:role/admin").as_deref(), Some("root"));
+        assert_eq!(user(&s, "acs:ram::1:role/admin").as_deref(), Some("admin"));
 
         // Deleted: no mappings.
         s.handle(Event::Delete(cm(NAME, 5, &[])));

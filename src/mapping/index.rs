@@ -12,6 +12,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::glob::Glob;
+use super::guard::{self, Reserved};
 use super::template::Template;
 use crate::arn::{canonicalize, CanonicalArn};
 
@@ -24,6 +25,8 @@ pub struct Entry {
     pub groups: Vec<Template>,
     /// Where it came from, for logs: `server.mapRoles[2]`, `RAMIdentityMapping/dev`.
     pub origin: String,
+    /// The reserved name the entry's literal text produces, if any (see [`super::guard`]).
+    pub reserved: Option<Reserved>,
     key: Key,
 }
 
@@ -66,11 +69,16 @@ impl Entry {
             .iter()
             .map(|g| Template::parse(g).map_err(|e| format!("group {g:?}: {e}")))
             .collect::<Result<Vec<_>, _>>()?;
+        let reserved = guard::check(
+            username.literal_prefix(),
+            groups.iter().map(Template::literal_prefix),
+        );
         Ok(Self {
             arn: arn.to_string(),
             username,
             groups,
             origin,
+            reserved,
             key,
         })
     }
@@ -125,12 +133,27 @@ impl Index {
 
     /// The entry for a canonical ARN, by the precedence above.
     pub fn lookup(&self, arn: &CanonicalArn) -> Option<&Entry> {
-        self.exact.get(arn.key()).or_else(|| {
+        self.lookup_guarded(arn, true)
+    }
+
+    /// Like [`lookup`](Self::lookup), skipping entries that produce reserved names unless
+    /// `allow_reserved`: a skipped entry is as if it were not there.
+    pub fn lookup_guarded(&self, arn: &CanonicalArn, allow_reserved: bool) -> Option<&Entry> {
+        let usable = |e: &Entry| allow_reserved || e.reserved.is_none();
+        self.exact.get(arn.key()).filter(|e| usable(e)).or_else(|| {
             self.patterns
                 .iter()
-                .find(|(g, _)| g.matches_lower(arn.key()))
+                .find(|(g, e)| usable(e) && g.matches_lower(arn.key()))
                 .map(|(_, e)| e)
         })
+    }
+
+    /// Entries whose literal text produces a reserved name, with that name.
+    pub fn reserved(&self) -> impl Iterator<Item = (&Entry, &Reserved)> {
+        self.exact
+            .values()
+            .chain(self.patterns.iter().map(|(_, e)| e))
+            .filter_map(|e| e.reserved.as_ref().map(|r| (e, r)))
     }
 
     /// Whether `mapAccounts` lists the account.

@@ -10,6 +10,7 @@
 
 pub mod file;
 pub mod glob;
+pub mod guard;
 pub mod index;
 pub mod template;
 
@@ -138,15 +139,51 @@ impl Source for StaticSource {
     }
 }
 
-/// The configured sources, in order.
+/// The configured sources, in order, and which of them may produce reserved names.
 #[derive(Clone, Default)]
 pub struct Chain {
     sources: Vec<Arc<dyn Source>>,
+    allow_reserved: guard::AllowReserved,
+}
+
+/// A mapping the guard rails skip: the source, the entry's origin and the reserved name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skipped {
+    pub source: &'static str,
+    pub origin: String,
+    pub reserved: guard::Reserved,
 }
 
 impl Chain {
+    /// A chain where no source may produce reserved names.
     pub fn new(sources: Vec<Arc<dyn Source>>) -> Self {
-        Self { sources }
+        Self::guarded(sources, guard::AllowReserved::None)
+    }
+
+    /// A chain where the sources `allow_reserved` names may produce reserved names.
+    pub fn guarded(sources: Vec<Arc<dyn Source>>, allow_reserved: guard::AllowReserved) -> Self {
+        Self {
+            sources,
+            allow_reserved,
+        }
+    }
+
+    /// Mappings of one source that the guard rails skip in its current snapshot.
+    pub fn skipped_in(&self, source: &dyn Source) -> Vec<Skipped> {
+        if self.allow_reserved.allows(source.name()) {
+            return Vec::new();
+        }
+        let mut out: Vec<Skipped> = source
+            .index()
+            .reserved()
+            .map(|(e, r)| Skipped {
+                source: source.name(),
+                origin: e.origin.clone(),
+                reserved: r.clone(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.origin.cmp(&b.origin));
+        out
     }
 
     pub fn sources(&self) -> &[Arc<dyn Source>] {
@@ -164,11 +201,21 @@ impl Chain {
         let snapshots: Vec<(&'static str, Arc<Index>)> =
             self.sources.iter().map(|s| (s.name(), s.index())).collect();
         for (name, index) in &snapshots {
-            if let Some(entry) = index.lookup(&identity.canonical_arn) {
+            let allow = self.allow_reserved.allows(name);
+            if let Some(entry) = index.lookup_guarded(&identity.canonical_arn, allow) {
+                let username = entry.username.render(identity);
+                let groups: Vec<String> = entry.groups.iter().map(|g| g.render(identity)).collect();
+                // The rendered names too: a placeholder must not open a way into `system:`.
+                if !allow {
+                    if let Some(r) = guard::check(&username, groups.iter().map(String::as_str)) {
+                        tracing::warn!(source = name, entry = %entry.origin, arn = %identity.canonical_arn, reason = %r, "mapping skipped: it rendered a reserved name");
+                        continue;
+                    }
+                }
                 return Ok(self.user(
                     identity,
-                    entry.username.render(identity),
-                    entry.groups.iter().map(|g| g.render(identity)).collect(),
+                    username,
+                    groups,
                     format!("{name}:{}", entry.origin),
                 ));
             }
@@ -355,6 +402,38 @@ mod tests {
             Err(MappingError::NotMapped(
                 "acs:ram::1234567890123456:user/bob".into()
             ))
+        );
+    }
+
+    #[test]
+    fn a_template_that_renders_a_reserved_name_is_skipped() {
+        let e = Entry::new(
+            "acs:ram::1234567890123456:role/Ops",
+            "{{SessionNameRaw}}",
+            &[],
+            "t".into(),
+        )
+        .expect("entry");
+        assert!(e.reserved.is_none(), "nothing reserved in the literal text");
+        let id = identity(
+            "acs:ram::1234567890123456:assumed-role/Ops/system:kube-scheduler",
+            "3001:system:kube-scheduler",
+        );
+        assert!(matches!(
+            chain(vec![e.clone()], &[]).map(&id),
+            Err(MappingError::NotMapped(_))
+        ));
+        let index = Arc::new(Index::build(vec![e], vec![]));
+        let allowed = Chain::guarded(
+            vec![Arc::new(StaticSource {
+                name: "MountedFile",
+                index,
+            })],
+            guard::AllowReserved::All,
+        );
+        assert_eq!(
+            allowed.map(&id).expect("allowed").username,
+            "system:kube-scheduler"
         );
     }
 

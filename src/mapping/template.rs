@@ -56,6 +56,23 @@ impl Template {
         })
     }
 
+    /// The text before the first placeholder (the whole text when there is none): what every
+    /// rendering starts with.
+    pub fn literal_prefix(&self) -> &str {
+        match self.parts.first() {
+            Some(Part::Text(t)) => t,
+            _ => "",
+        }
+    }
+
+    /// Whether the template has a placeholder whose value the person assuming a role chooses
+    /// (`{{SessionName}}`, `{{SessionNameRaw}}`).
+    pub fn uses_session_name(&self) -> bool {
+        self.parts
+            .iter()
+            .any(|p| matches!(p, Part::SessionName | Part::SessionNameRaw))
+    }
+
     /// The template as written.
     pub fn as_str(&self) -> &str {
         &self.source

@@ -9,6 +9,7 @@
 
 mod http;
 pub mod init;
+mod report;
 pub mod settings;
 pub mod tls;
 
@@ -115,6 +116,14 @@ pub struct ServerArgs {
     /// PEM file (reloaded when it changes) [default: <state-dir>/client-ca.pem if it exists].
     #[arg(long)]
     pub client_ca_file: Option<PathBuf>,
+    /// Accounts whose identities may log in (comma-separated or repeated); others are denied
+    /// before mapping (config `server.allowedAccounts`) [default: every account].
+    #[arg(long, value_delimiter = ',')]
+    pub allowed_accounts: Vec<String>,
+    /// Sources whose mappings may produce `system:` usernames or groups: `all`, or backend modes
+    /// (config `server.allowReservedNames`) [default: none].
+    #[arg(long, value_delimiter = ',')]
+    pub allow_reserved_names: Vec<String>,
 }
 
 /// Arguments of `check-config`.
@@ -166,6 +175,29 @@ pub fn check_config(args: &CheckConfigArgs) -> anyhow::Result<i32> {
     }
     for a in &config.server.map_accounts {
         let _ = writeln!(out, "  account {a} -> its canonical ARNs");
+    }
+    let _ = writeln!(
+        out,
+        "  allowedAccounts: {}",
+        if settings.allowed_accounts.is_empty() {
+            "every account".to_string()
+        } else {
+            settings.allowed_accounts.join(", ")
+        }
+    );
+    let _ = writeln!(
+        out,
+        "  reserved (system:) names allowed for: {}",
+        settings.allow_reserved
+    );
+    let entries = crate::mapping::entries_from_docs(
+        "server",
+        &config.server.map_roles,
+        &config.server.map_users,
+    )
+    .map_err(|e| anyhow::anyhow!(e))?;
+    for advice in crate::mapping::guard::advise(&entries, "MountedFile", &settings.allow_reserved) {
+        let _ = writeln!(out, "  {advice}");
     }
     crate::output::emit(&out)?;
     Ok(0)
@@ -272,7 +304,12 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
             }
         }
     }
-    let chain = Chain::new(sources);
+    let chain = Chain::guarded(sources, settings.allow_reserved.clone());
+    background.spawn(report::watch_sources(
+        chain.clone(),
+        metrics.clone(),
+        Duration::from_millis(args.reload_interval_ms.clamp(100, 2000)),
+    ));
 
     let sts = StsClient::new(settings.sts.clone(), Some(metrics.clone()))?;
     let auth = Authenticator::new(
@@ -283,7 +320,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
         settings.cache.clone(),
         metrics.clone(),
         settings.scrubbed_accounts.clone(),
-    );
+    )
+    .with_allowed_accounts(settings.allowed_accounts.clone());
     let state = Arc::new(AppState {
         auth,
         metrics: metrics.clone(),

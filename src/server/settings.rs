@@ -38,6 +38,9 @@ pub struct Settings {
     pub scrubbed_accounts: Vec<String>,
     /// Mutual TLS: the client CA file (flag, config, or `client-ca.pem` in the state directory).
     pub client_ca_file: Option<PathBuf>,
+    /// Accounts allowed to log in; empty means every account.
+    pub allowed_accounts: Vec<String>,
+    pub allow_reserved: crate::mapping::guard::AllowReserved,
 }
 
 impl Settings {
@@ -120,6 +123,28 @@ impl Settings {
                 let p = state_dir.join(super::init::CLIENT_CA_FILE);
                 p.exists().then_some(p)
             });
+        let allowed_accounts = if args.allowed_accounts.is_empty() {
+            s.allowed_accounts.clone()
+        } else {
+            args.allowed_accounts
+                .iter()
+                .map(|a| a.trim().to_string())
+                .filter(|a| !a.is_empty())
+                .collect()
+        };
+        if let Some(bad) = allowed_accounts
+            .iter()
+            .find(|a| !a.chars().all(|c| c.is_ascii_digit()))
+        {
+            bail!("--allowed-accounts: {bad:?} is not an account ID (digits)");
+        }
+        let allow_reserved = if args.allow_reserved_names.is_empty() {
+            crate::mapping::guard::AllowReserved::parse(&s.allow_reserved_names)
+                .map_err(|e| anyhow::anyhow!("server.allowReservedNames: {e}"))?
+        } else {
+            crate::mapping::guard::AllowReserved::parse(&args.allow_reserved_names)
+                .map_err(|e| anyhow::anyhow!("--allow-reserved-names: {e}"))?
+        };
         Ok(Self {
             cluster_id,
             address: args
@@ -147,6 +172,8 @@ impl Settings {
             cache,
             scrubbed_accounts: s.scrubbed_accounts.clone(),
             client_ca_file,
+            allowed_accounts,
+            allow_reserved,
         })
     }
 }
