@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Points kube-apiserver (a static pod on a control-plane node) at ram-authenticator.
 #
-# Usage: configure-apiserver.sh [--dry-run] [--manifest PATH] [--kubeconfig PATH] [--backup-dir DIR]
+# Usage: configure-apiserver.sh [--dry-run] [--revert] [--manifest PATH] [--kubeconfig PATH] [--backup-dir DIR]
 #
 #   --manifest PATH    the kube-apiserver static pod manifest
 #                      (default /etc/kubernetes/manifests/kube-apiserver.yaml)
@@ -11,6 +11,7 @@
 #                      (default /var/backups/ram-authenticator; never the manifest's own directory,
 #                      since the kubelet would start every manifest it finds there)
 #   --dry-run          print the change as a unified diff; write nothing
+#   --revert           undo the last change this script made, from its backup
 #
 # It adds to the kube-apiserver container:
 #   command:       --authentication-token-webhook-config-file=<kubeconfig>
@@ -20,13 +21,24 @@
 #   volumes:       ram-authenticator-kubeconfig, hostPath <kubeconfig's directory>, DirectoryOrCreate
 # The kubelet sees the changed manifest and restarts kube-apiserver with the new flags.
 #
+# A manifest already set up by ack-ram-authenticator's own script (the flag pointing at
+# /etc/kubernetes/ack-ram-authenticator/kubeconfig.yaml, that file mounted from the same host
+# path by a volume named ack-ram-authenticator) is recognised: any existing mount that provides
+# the kubeconfig at the same path on the host and in the container is kept, and no second mount
+# is added; only what is missing (usually the webhook version flag) is.
+#
 # Safe to run again: what is already there (same values) is left alone, and a run that has
 # nothing to add changes nothing, not even a byte. It refuses, with exit status 1 and a message,
 # a file it does not fully understand or that conflicts: not a Pod, no container named
 # kube-apiserver, no `command:` list, one of the flags already set to another value, a volume
-# or mount of that name that points elsewhere. The manifest is backed up first, with a UTC
-# timestamp in the name, then replaced atomically (temporary file beside it, renamed over it)
-# with its mode and owner kept.
+# or mount of that name that points elsewhere, a mount of the kubeconfig from another host path.
+# The manifest is backed up first, with a UTC timestamp in the name (<backup-dir>/<name>.<stamp>),
+# then replaced atomically (temporary file beside it, renamed over it) with its mode and owner
+# kept; the file as written is recorded beside the backup (<name>.<stamp>.applied).
+#
+# --revert restores the backup of the last change, and only if the manifest is still exactly
+# what this script wrote (else it refuses and changes nothing: undo by hand with the backup).
+# The record is then renamed <name>.<stamp>.reverted, so a second --revert has nothing to do.
 #
 # How the YAML is edited: control-plane nodes have python3, but often not PyYAML, and a YAML
 # library would drop the comments and reorder the file anyway. So the manifest is edited as text
@@ -42,13 +54,14 @@
 set -euo pipefail
 
 usage() {
-  sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 manifest=/etc/kubernetes/manifests/kube-apiserver.yaml
 kubeconfig=/etc/kubernetes/ack-ram-authenticator/kubeconfig.yaml
 backup_dir=/var/backups/ram-authenticator
 dry_run=0
+revert=0
 
 need_value() {
   if [[ $# -lt 2 || -z $2 ]]; then
@@ -61,6 +74,7 @@ need_value() {
 while [[ $# -gt 0 ]]; do
   case $1 in
     --dry-run) dry_run=1; shift ;;
+    --revert) revert=1; shift ;;
     --manifest) need_value "$@"; manifest=$2; shift 2 ;;
     --manifest=*) manifest=${1#*=}; shift ;;
     --kubeconfig) need_value "$@"; kubeconfig=$2; shift 2 ;;
@@ -82,7 +96,7 @@ if ! command -v "$python" >/dev/null 2>&1; then
   exit 1
 fi
 
-exec "$python" - "$manifest" "$kubeconfig" "$backup_dir" "$dry_run" <<'PYTHON'
+exec "$python" - "$manifest" "$kubeconfig" "$backup_dir" "$dry_run" "$revert" <<'PYTHON'
 import datetime
 import difflib
 import os
@@ -371,6 +385,8 @@ class Plan:
         self.added = []  # human-readable list of additions
         self.flag_positions = []  # (index in command list, text), for the PyYAML cross-check
         self.mount_created = self.volumes_created = False
+        self.adds_mount = self.adds_volume = False
+        self.kept = []  # existing mounts that already provide the kubeconfig
 
     def add(self, before, lines, what):
         self.insert.setdefault(before, []).extend(lines)
@@ -458,20 +474,39 @@ def plan(text, kubeconfig):
 
     compact = command_seq.indent == container.indent
 
-    # The mount.
+    # The mount. An existing mount that provides the kubeconfig at the same path on the host
+    # and in the container (ack-ram-authenticator's layout mounts the file itself, as volume
+    # ack-ram-authenticator) is kept, and then no mount or volume is added.
     mounts_seq = container.get("volumeMounts")
     mounts = [] if mounts_seq is None else map_list(mounts_seq, "volumeMounts")
-    mine = [m for m in mounts if scalar_value(m.get("name")) == VOLUME]
+    volumes_seq = spec.get("volumes")
+    volumes = [] if volumes_seq is None else map_list(volumes_seq, "spec.volumes")
+    covered = False
     for m in mounts:
-        if scalar_value(m.get("mountPath")) == dir_ and scalar_value(m.get("name")) != VOLUME:
-            raise Refuse(f"{dir_} is already mounted, as volume {scalar_value(m.get('name'))!r}")
+        path = scalar_value(m.get("mountPath"))
+        name = scalar_value(m.get("name"))
+        if path is None or name == VOLUME:
+            continue
+        path = path.rstrip("/") or "/"
+        if not (kubeconfig == path or dir_ == path or kubeconfig.startswith(path.rstrip("/") + "/")):
+            continue
+        source = [v for v in volumes if scalar_value(v.get("name")) == name]
+        host_path = source[0].get("hostPath") if len(source) == 1 else None
+        host = scalar_value(host_path.get("path")) if isinstance(host_path, Map) else None
+        if host is None or host.rstrip("/") != path.rstrip("/"):
+            raise Refuse(f"{path} is already mounted, as volume {name!r}, but not from the same "
+                         f"host path (found {host!r}); kube-apiserver would not read the "
+                         f"kubeconfig ram-authenticator writes at {kubeconfig}")
+        covered = True
+        p.kept.append(f"volumeMount {name} ({path}, hostPath {host})")
+    mine = [m for m in mounts if scalar_value(m.get("name")) == VOLUME]
     if len(mine) > 1:
         raise Refuse(f"volumeMount {VOLUME} appears {len(mine)} times")
     if mine:
         if scalar_value(mine[0].get("mountPath")) != dir_:
             raise Refuse(f"volumeMount {VOLUME} is mounted at "
                          f"{scalar_value(mine[0].get('mountPath'))!r}, not {dir_!r}")
-    else:
+    elif not covered:
         dash, key = item_style(mounts_seq, container.indent if compact else container.indent + 2)
         lines = [
             " " * dash + "- mountPath: " + dir_,
@@ -485,10 +520,9 @@ def plan(text, kubeconfig):
         else:
             before = mounts_seq.last + 1
         p.add(before, lines, f"volumeMount {VOLUME} at {dir_} (readOnly)")
+        p.adds_mount = True
 
     # The volume.
-    volumes_seq = spec.get("volumes")
-    volumes = [] if volumes_seq is None else map_list(volumes_seq, "spec.volumes")
     mine = [v for v in volumes if scalar_value(v.get("name")) == VOLUME]
     if len(mine) > 1:
         raise Refuse(f"volume {VOLUME} appears {len(mine)} times")
@@ -497,7 +531,7 @@ def plan(text, kubeconfig):
         path = scalar_value(host_path.get("path")) if isinstance(host_path, Map) else None
         if path != dir_:
             raise Refuse(f"volume {VOLUME} is not the hostPath {dir_!r} (found {path!r})")
-    else:
+    elif not covered:
         spec_seq_compact = spec.get("containers").indent == spec.indent
         dash, key = item_style(volumes_seq, spec.indent if spec_seq_compact else spec.indent + 2)
         step = 2
@@ -519,6 +553,7 @@ def plan(text, kubeconfig):
         else:
             before = volumes_seq.last + 1
         p.add(before, lines, f"volume {VOLUME}: hostPath {dir_} (DirectoryOrCreate)")
+        p.adds_volume = True
     return p
 
 
@@ -551,10 +586,10 @@ def cross_check(old_text, new_text, p, kubeconfig):
                                        key=lambda t: (t[1][0], t[0]), reverse=True):
         container["command"].insert(position, text_)
     dir_ = os.path.dirname(kubeconfig)
-    if not any(m.get("name") == VOLUME for m in container.get("volumeMounts") or []):
+    if p.adds_mount:
         container.setdefault("volumeMounts", []).append(
             {"mountPath": dir_, "name": VOLUME, "readOnly": True})
-    if not any(v.get("name") == VOLUME for v in old["spec"].get("volumes") or []):
+    if p.adds_volume:
         old["spec"].setdefault("volumes", []).append(
             {"hostPath": {"path": dir_, "type": "DirectoryOrCreate"}, "name": VOLUME})
     if old != new:
@@ -565,9 +600,98 @@ def cross_check(old_text, new_text, p, kubeconfig):
 
 # ---- Main ---------------------------------------------------------------------------------------
 
+def replace_atomically(manifest, text, st):
+    """Writes text over manifest: a hidden temporary file beside it (the kubelet ignores hidden
+    files in its manifest directory), mode and owner of st, fsync, rename, fsync the directory."""
+    manifest_dir = os.path.dirname(os.path.abspath(manifest))
+    fd, tmp = tempfile.mkstemp(dir=manifest_dir, prefix=f".{os.path.basename(manifest)}.",
+                               suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fchmod(f.fileno(), st.st_mode & 0o7777)
+            try:
+                os.fchown(f.fileno(), st.st_uid, st.st_gid)
+            except PermissionError:
+                if (st.st_uid, st.st_gid) != (os.getuid(), os.getgid()):
+                    raise Refuse(f"cannot keep the owner of {manifest} "
+                                 f"({st.st_uid}:{st.st_gid}); run as root") from None
+            os.fsync(f.fileno())
+        os.replace(tmp, os.path.abspath(manifest))
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(manifest_dir, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_new(path, text, mode):
+    """Creates path exclusively (never through a symlink) with its final mode."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def revert(manifest, backup_dir, dry_run):
+    """Restores the backup of the last change, if the manifest is still what was written."""
+    base = os.path.basename(manifest)
+    pattern = re.compile(re.escape(base) + r"\.(\d{8}T\d{6}Z)(?:\.(\d+))?\.applied$")
+    records = []
+    if os.path.isdir(backup_dir):
+        for name in os.listdir(backup_dir):
+            m = pattern.match(name)
+            if m:
+                records.append(((m.group(1), int(m.group(2) or 0)), name))
+    if not records:
+        print(f"nothing to revert: {backup_dir} holds no record of a change to {base} "
+              "by this script")
+        return 0
+    _, record = max(records)
+    record_path = os.path.join(backup_dir, record)
+    backup = record_path[: -len(".applied")]
+    if not os.path.isfile(backup):
+        raise Refuse(f"the backup {backup} of the last change is missing")
+    with open(record_path, encoding="utf-8") as f:
+        applied = f.read()
+    with open(backup, encoding="utf-8") as f:
+        original = f.read()
+    if os.path.islink(manifest):
+        raise Refuse(f"{manifest} is a symbolic link; give the file it points to")
+    with open(manifest, encoding="utf-8") as f:
+        current = f.read()
+    if current == original:
+        print(f"{manifest} is already the backup {backup}; nothing to do")
+        return 0
+    if current != applied:
+        raise Refuse(f"{manifest} changed since this script wrote it (see {record_path}); "
+                     f"nothing was written. Compare it with the backup: diff -u {backup} "
+                     f"{manifest}")
+    if dry_run:
+        sys.stdout.writelines(difflib.unified_diff(
+            current.splitlines(keepends=True), original.splitlines(keepends=True),
+            fromfile=manifest, tofile=manifest + " (reverted)"))
+        print(f"dry run: {manifest} not changed", file=sys.stderr)
+        return 0
+    replace_atomically(manifest, original, os.stat(manifest))
+    os.replace(record_path, backup + ".reverted")
+    print(f"restored {manifest} from {backup}")
+    print("the kubelet restarts kube-apiserver without the webhook; "
+          "watch it with: crictl ps --name kube-apiserver")
+    return 0
+
+
 def main():
-    manifest, kubeconfig, backup_dir, dry_run = sys.argv[1:5]
+    manifest, kubeconfig, backup_dir, dry_run, revert_ = sys.argv[1:6]
     dry_run = dry_run == "1"
+    if revert_ == "1":
+        return revert(manifest, backup_dir, dry_run)
 
     if not os.path.isabs(kubeconfig) or not re.fullmatch(r"/[A-Za-z0-9._/-]+", kubeconfig) \
             or kubeconfig.endswith("/") or "/../" in kubeconfig + "/" or "/./" in kubeconfig + "/":
@@ -624,43 +748,16 @@ def main():
         backup = os.path.join(backup_dir, f"{os.path.basename(manifest)}.{stamp}.{n}")
         n += 1
     st = os.stat(manifest)
-    with open(backup, "x", encoding="utf-8") as f:
-        f.write(old_text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(backup, st.st_mode & 0o7777)
-
-    # Atomic replacement. The temporary file's name starts with a dot: the kubelet ignores
-    # hidden files in its manifest directory.
-    fd, tmp = tempfile.mkstemp(dir=manifest_dir, prefix=f".{os.path.basename(manifest)}.",
-                               suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(new_text)
-            f.flush()
-            os.fchmod(f.fileno(), st.st_mode & 0o7777)
-            try:
-                os.fchown(f.fileno(), st.st_uid, st.st_gid)
-            except PermissionError:
-                if (st.st_uid, st.st_gid) != (os.getuid(), os.getgid()):
-                    raise Refuse(f"cannot keep the owner of {manifest} "
-                                 f"({st.st_uid}:{st.st_gid}); run as root") from None
-            os.fsync(f.fileno())
-        os.replace(tmp, os.path.abspath(manifest))
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(manifest_dir, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_new(backup, old_text, st.st_mode & 0o7777)
+    replace_atomically(manifest, new_text, st)
+    write_new(backup + ".applied", new_text, 0o600)
 
     print(f"backed up {manifest} to {backup}")
     print(f"changed {manifest}:")
     for what in p.added:
         print(f"  added {what}")
+    for what in p.kept:
+        print(f"  kept the existing {what}: it already provides {kubeconfig}")
     if not checked:
         print("  (PyYAML is not installed: the result was checked with this script's own reader)")
     print("the kubelet restarts kube-apiserver with these settings; "

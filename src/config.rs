@@ -82,6 +82,9 @@ pub struct ServerSection {
     /// Accounts whose ARNs and UIDs are kept out of the logs.
     #[serde(rename = "scrubbedaccounts", default, deserialize_with = "strings")]
     pub scrubbed_accounts: Vec<String>,
+    /// Mutual TLS: CA (PEM) that HTTPS clients' certificates must chain to.
+    #[serde(rename = "clientcafile")]
+    pub client_ca_file: Option<PathBuf>,
     /// Accounts whose identities may log in at all; empty means every account. Identities of
     /// other accounts are denied before any mapping is looked at.
     #[serde(rename = "allowedaccounts", default, deserialize_with = "strings")]

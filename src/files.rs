@@ -55,6 +55,112 @@ fn temp_path(path: &Path) -> PathBuf {
     ))
 }
 
+/// Creates `dir` (and its parents) if missing, the last one with mode 0700, then checks it with
+/// [`check_private_dir`].
+pub fn ensure_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| anyhow::anyhow!("cannot create state directory {}: {e}", dir.display()))?;
+    }
+    check_private_dir(dir)
+}
+
+/// Refuses a directory that users other than its owner can write to (group or world write bit,
+/// sticky or not): they could plant files or symlinks where keys are written and read.
+pub fn check_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let meta = std::fs::metadata(dir)
+        .map_err(|e| anyhow::anyhow!("cannot use state directory {}: {e}", dir.display()))?;
+    if !meta.is_dir() {
+        anyhow::bail!("state directory {} is not a directory", dir.display());
+    }
+    let mode = meta.permissions().mode();
+    if mode & 0o022 != 0 {
+        anyhow::bail!(
+            "state directory {} can be written by {} (mode {:o}); it holds the private key, so \
+             only its owner may write to it: run chmod go-w on it",
+            dir.display(),
+            if mode & 0o002 != 0 {
+                "every user"
+            } else {
+                "its group"
+            },
+            mode & 0o7777
+        );
+    }
+    Ok(())
+}
+
+/// Reports a watched file that cannot be used, once per distinct content: the first refusal of
+/// a given content logs one ERROR and counts one `file_errors_total{file}`; the same content
+/// seen again on later polls stays quiet; a good content after a refusal logs one INFO.
+#[derive(Debug)]
+pub struct ReportOnce {
+    file: &'static str,
+    keeping: &'static str,
+    last_bad: std::sync::Mutex<Option<[u8; 32]>>,
+}
+
+impl ReportOnce {
+    /// `file` is the metric label: `certificate`, `key`, `config` or `client_ca`; `keeping` says
+    /// what stays in use meanwhile ("current one", "previous mappings").
+    pub fn new(file: &'static str, keeping: &'static str) -> Self {
+        Self {
+            file,
+            keeping,
+            last_bad: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The label this reporter counts under.
+    pub fn file(&self) -> &'static str {
+        self.file
+    }
+
+    /// Records a refusal of `content` (any bytes identifying what was read: the file's content,
+    /// its mode, or the read error). Returns true when this content is new, i.e. when the
+    /// refusal was logged and counted now.
+    pub fn refused(
+        &self,
+        content: &[u8],
+        path: &Path,
+        error: &str,
+        metrics: Option<&crate::metrics::Metrics>,
+    ) -> bool {
+        use sha2::Digest as _;
+        let digest: [u8; 32] = sha2::Sha256::digest(content).into();
+        let mut last = self.last_bad.lock().unwrap_or_else(|p| p.into_inner());
+        if *last == Some(digest) {
+            return false;
+        }
+        *last = Some(digest);
+        if let Some(m) = metrics {
+            m.file_refused(self.file);
+        }
+        tracing::error!(
+            file = self.file,
+            path = %path.display(),
+            error = %error,
+            "{} file change refused; keeping the {} (reported once per content)",
+            self.file,
+            self.keeping
+        );
+        true
+    }
+
+    /// Records a good read; logs once when it ends a run of refusals.
+    pub fn accepted(&self, path: &Path) {
+        let mut last = self.last_bad.lock().unwrap_or_else(|p| p.into_inner());
+        if last.take().is_some() {
+            tracing::info!(file = self.file, path = %path.display(), "file is usable again");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::expect_used)]
@@ -93,5 +199,50 @@ mod tests {
             .expect("meta")
             .file_type()
             .is_symlink());
+    }
+
+    #[test]
+    fn private_dir_refuses_group_and_world_writable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("a/state");
+        ensure_private_dir(&state).expect("created");
+        let mode = std::fs::metadata(&state)
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o700);
+        for (bad, who) in [
+            (0o777, "every user"),
+            (0o1777, "every user"),
+            (0o770, "its group"),
+        ] {
+            std::fs::set_permissions(&state, std::fs::Permissions::from_mode(bad)).expect("chmod");
+            let err = check_private_dir(&state).expect_err("refused").to_string();
+            assert!(err.contains(who) && err.contains("chmod go-w"), "{err}");
+        }
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        check_private_dir(&state).expect("0755 is fine");
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").expect("write");
+        assert!(check_private_dir(&file).is_err());
+    }
+
+    #[test]
+    fn report_once_per_content() {
+        let m = crate::metrics::Metrics::new();
+        let r = ReportOnce::new("config", "previous mappings");
+        let p = Path::new("/x");
+        assert!(r.refused(b"bad", p, "e", Some(&m)));
+        assert!(!r.refused(b"bad", p, "e", Some(&m)));
+        assert!(r.refused(b"worse", p, "e", Some(&m)));
+        r.accepted(p);
+        assert!(
+            r.refused(b"bad", p, "e", Some(&m)),
+            "after recovery a bad content counts again"
+        );
+        assert!(m
+            .encode()
+            .contains("ack_ram_authenticator_file_errors_total{file=\"config\"} 3"));
     }
 }

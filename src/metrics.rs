@@ -66,6 +66,15 @@ pub struct BuildLabels {
     pub rustc: String,
 }
 
+/// `file` of `file_errors_total`: which watched file was refused.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FileLabel {
+    pub file: String,
+}
+
+/// The watched files, as `file` label values.
+pub const WATCHED_FILES: [&str; 4] = ["certificate", "key", "config", "client_ca"];
+
 /// Every metric the server exports, registered in one [`Registry`] passed around by `Arc`.
 pub struct Metrics {
     pub registry: Registry,
@@ -83,6 +92,7 @@ pub struct Metrics {
     pub mapping_last_reload: Family<SourceLabel, Gauge<f64, AtomicU64>>,
     pub mapping_reload_errors: Family<SourceLabel, Counter>,
     pub certificate_expiry: Gauge<f64, AtomicU64>,
+    pub file_errors: Family<FileLabel, Counter>,
     pub mappings_skipped: Family<SourceLabel, Gauge>,
     pub mapping_source_ready: Family<SourceLabel, Gauge>,
     pub sts_bad_responses: Family<ReasonLabel, Counter>,
@@ -204,6 +214,15 @@ impl Metrics {
             "Unix time at which the serving certificate expires",
             certificate_expiry.clone(),
         );
+        let file_errors = Family::<FileLabel, Counter>::default();
+        registry.register(
+            "file_errors",
+            "Changed files refused (certificate, key, config, client_ca), once per distinct content",
+            file_errors.clone(),
+        );
+        for file in WATCHED_FILES {
+            let _ = file_errors.get_or_create(&FileLabel { file: file.into() });
+        }
         let mappings_skipped = Family::<SourceLabel, Gauge>::default();
         registry.register(
             "mappings_skipped",
@@ -266,6 +285,7 @@ impl Metrics {
             mapping_last_reload,
             mapping_reload_errors,
             certificate_expiry,
+            file_errors,
             mappings_skipped,
             mapping_source_ready,
             sts_bad_responses,
@@ -332,6 +352,13 @@ impl Metrics {
             .get_or_create(&SourceLabel {
                 source: source.to_string(),
             })
+            .inc();
+    }
+
+    /// Records a refused file (`file` is one of [`WATCHED_FILES`]).
+    pub fn file_refused(&self, file: &str) {
+        self.file_errors
+            .get_or_create(&FileLabel { file: file.into() })
             .inc();
     }
 

@@ -112,6 +112,10 @@ pub struct ServerArgs {
     /// Log format.
     #[arg(short = 'l', long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Mutual TLS: require every HTTPS client to present a certificate issued by a CA in this
+    /// PEM file (reloaded when it changes) [default: <state-dir>/client-ca.pem if it exists].
+    #[arg(long)]
+    pub client_ca_file: Option<PathBuf>,
     /// Accounts whose identities may log in (comma-separated or repeated); others are denied
     /// before mapping (config `server.allowedAccounts`) [default: every account].
     #[arg(long, value_delimiter = ',')]
@@ -259,9 +263,12 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
     if pair.created {
         tracing::info!(cert = %pair.cert_path.display(), key = %pair.key_path.display(), "generated a serving certificate and key");
     }
-    tls::check_key_permissions(&pair.key_path)?;
     let resolver = tls::ReloadingResolver::load(&pair.cert_path, &pair.key_path, &metrics)?;
-    let tls_config = Arc::new(tls::server_config(resolver.clone())?);
+    let client_ca = match &settings.client_ca_file {
+        Some(path) => Some(tls::ReloadingClientCa::load(path)?),
+        None => None,
+    };
+    let tls_config = Arc::new(tls::server_config(resolver.clone(), client_ca.clone())?);
 
     // Mapping sources, in the configured order.
     let mut background = tokio::task::JoinSet::new();
@@ -355,14 +362,29 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
     let health_local = health_listener.local_addr()?;
 
     if let Some(path) = &settings.generate_kubeconfig {
+        let client = match &client_ca {
+            Some(ca) => init::existing_client_cert(&settings.state_dir, ca.path())?,
+            None => None,
+        };
+        if client_ca.is_some() && client.is_none() {
+            tracing::warn!(path = %path.display(), "mutual TLS is on but the state directory has no client certificate for kube-apiserver from the client CA (init --client-cert makes one): the webhook kubeconfig has none, add one before kube-apiserver uses it");
+        }
         init::write_kubeconfig(
             path,
             &settings.cluster_id,
             &settings.hostname,
             tls_local.port(),
             &pair.cert_pem,
+            client.as_ref(),
         )?;
         tracing::info!(path = %path.display(), "wrote the webhook kubeconfig");
+    }
+    if let Some(ca) = &client_ca {
+        tracing::info!(client_ca = %ca.path().display(), "mutual TLS: HTTPS clients must present a certificate from this CA");
+        background.spawn(ca.clone().watch(
+            metrics.clone(),
+            Duration::from_millis(args.reload_interval_ms.max(100)),
+        ));
     }
     background.spawn(resolver.clone().watch(
         metrics.clone(),

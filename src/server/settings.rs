@@ -36,6 +36,8 @@ pub struct Settings {
     pub audiences: Vec<String>,
     pub cache: CacheSettings,
     pub scrubbed_accounts: Vec<String>,
+    /// Mutual TLS: the client CA file (flag, config, or `client-ca.pem` in the state directory).
+    pub client_ca_file: Option<PathBuf>,
     /// Accounts allowed to log in; empty means every account.
     pub allowed_accounts: Vec<String>,
     pub allow_reserved: crate::mapping::guard::AllowReserved,
@@ -109,6 +111,19 @@ impl Settings {
         } else {
             s.audiences.clone().unwrap_or_default()
         };
+        let state_dir = args
+            .state_dir
+            .clone()
+            .or_else(|| s.state_dir.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        let client_ca_file = args
+            .client_ca_file
+            .clone()
+            .or_else(|| s.client_ca_file.clone())
+            .or_else(|| {
+                let p = state_dir.join(super::init::CLIENT_CA_FILE);
+                p.exists().then_some(p)
+            });
         let allowed_accounts = if args.allowed_accounts.is_empty() {
             s.allowed_accounts.clone()
         } else {
@@ -144,11 +159,7 @@ impl Settings {
                 .clone()
                 .or_else(|| s.hostname.clone())
                 .unwrap_or_else(|| "localhost".into()),
-            state_dir: args
-                .state_dir
-                .clone()
-                .or_else(|| s.state_dir.clone())
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            state_dir,
             generate_kubeconfig,
             backends,
             sts,
@@ -161,6 +172,7 @@ impl Settings {
             audiences,
             cache,
             scrubbed_accounts: s.scrubbed_accounts.clone(),
+            client_ca_file,
             allowed_accounts,
             allow_reserved,
             audit_allows: args.audit_allows.or(s.audit_allows).unwrap_or_default(),
@@ -196,6 +208,43 @@ mod tests {
         assert_eq!(s.port, 2000);
         assert_eq!(s.sts.endpoint, "http://127.0.0.1:1");
         assert!(s.generate_kubeconfig.is_none());
+    }
+
+    #[test]
+    fn client_ca_from_flag_config_or_state_dir() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let args = ServerArgs {
+            cluster_id: Some("c".into()),
+            state_dir: Some(dir.path().to_path_buf()),
+            ..ServerArgs::default()
+        };
+        assert_eq!(
+            Settings::resolve(&args, None).expect("s").client_ca_file,
+            None
+        );
+        let in_state = dir.path().join(super::super::init::CLIENT_CA_FILE);
+        std::fs::write(&in_state, "x").expect("write");
+        assert_eq!(
+            Settings::resolve(&args, None).expect("s").client_ca_file,
+            Some(in_state)
+        );
+        let file = FileConfig::parse("server:\n  clientCAFile: /from/config.pem\n").expect("cfg");
+        assert_eq!(
+            Settings::resolve(&args, Some(&file))
+                .expect("s")
+                .client_ca_file,
+            Some(PathBuf::from("/from/config.pem"))
+        );
+        let flag = ServerArgs {
+            client_ca_file: Some("/from/flag.pem".into()),
+            ..args
+        };
+        assert_eq!(
+            Settings::resolve(&flag, Some(&file))
+                .expect("s")
+                .client_ca_file,
+            Some(PathBuf::from("/from/flag.pem"))
+        );
     }
 
     #[test]

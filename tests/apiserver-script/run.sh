@@ -4,6 +4,8 @@
 #   kube-apiserver.configured.yaml  the expected result (@KUBECONFIG_DIR@ stands for the
 #                                   kubeconfig's directory), also an already-configured input
 #   kube-apiserver-indented.yaml    another layout: indented lists, quotes, comments, no volumes
+#   kube-apiserver.ack.yaml         the kubeadm manifest as ack-ram-authenticator's own script
+#                                   leaves it (@KUBECONFIG_DIR@ as above)
 #   the others                      files the script must refuse
 # Every case runs in a fresh temporary directory. PyYAML is used to check results; it is
 # installed from PyPI if missing.
@@ -96,7 +98,7 @@ PY
 }
 
 backup_count() {
-  find "$backups" -type f 2>/dev/null | wc -l
+  find "$backups" -type f ! -name '*.applied' ! -name '*.reverted' 2>/dev/null | wc -l
 }
 
 stray_files() {
@@ -121,7 +123,7 @@ else
   fail "kubeadm manifest: the result parses as YAML, each flag, the mount and the volume once" "$problems"
 fi
 
-backup=$(find "$backups" -type f -name 'kube-apiserver.yaml.*' 2>/dev/null)
+backup=$(find "$backups" -type f -name 'kube-apiserver.yaml.*' ! -name '*.applied' 2>/dev/null)
 if [[ $(backup_count) -eq 1 ]] && [[ $(cat "$backup") == "$original" ]] \
   && [[ $(basename "$backup") =~ ^kube-apiserver\.yaml\.[0-9]{8}T[0-9]{6}Z$ ]] \
   && [[ $out == *"backed up $manifest to $backup"* ]]; then
@@ -129,6 +131,12 @@ if [[ $(backup_count) -eq 1 ]] && [[ $(cat "$backup") == "$original" ]] \
 else
   fail "kubeadm manifest: a timestamped backup of the original is written and reported" \
     "backups: $(find "$backups" -type f 2>/dev/null | tr '\n' ' ')" "out: $out"
+fi
+if cmp -s "$backup.applied" "$manifest" && [[ $(stat -c %a "$backup.applied") == 600 ]]; then
+  pass "kubeadm manifest: the file as written is recorded beside the backup"
+else
+  fail "kubeadm manifest: the file as written is recorded beside the backup" \
+    "$(ls -l "$backups" 2>&1)"
 fi
 
 if [[ $(stat -c %a "$manifest") == 600 && -z $(stray_files) ]]; then
@@ -230,6 +238,118 @@ if [[ $rc -eq 0 && $(cat "$manifest") == "$first" ]]; then
   pass "indented layout: second run is a no-op"
 else
   fail "indented layout: second run is a no-op" "exit $rc: $err"
+fi
+
+# ---- Revert ---------------------------------------------------------------------------------
+
+setup kube-apiserver.yaml
+original_sum=$(md5sum <"$manifest")
+run_script
+configured=$(cat "$manifest")
+run_script --revert --dry-run
+if [[ $rc -eq 0 && $(cat "$manifest") == "$configured" \
+  && $out == *"-    - --authentication-token-webhook-version=v1"* ]]; then
+  pass "revert dry run: prints the diff back to the backup, changes nothing"
+else
+  fail "revert dry run: prints the diff back to the backup, changes nothing" "exit $rc" "$out" "$err"
+fi
+run_script --revert
+if [[ $rc -eq 0 && $(md5sum <"$manifest") == "$original_sum" && $out == *"restored $manifest from"* \
+  && $(stat -c %a "$manifest") == 600 && -z $(stray_files) ]]; then
+  pass "revert: the manifest is the original again, byte for byte, mode kept"
+else
+  fail "revert: the manifest is the original again, byte for byte, mode kept" "exit $rc" "$out" "$err"
+fi
+run_script --revert
+if [[ $rc -eq 0 && $(md5sum <"$manifest") == "$original_sum" && $out == *"nothing to revert"* ]]; then
+  pass "revert twice: the second has nothing to do"
+else
+  fail "revert twice: the second has nothing to do" "exit $rc" "$out" "$err"
+fi
+run_script
+if [[ $rc -eq 0 ]] && cmp -s <(expected_configured) "$manifest"; then
+  pass "configure after a revert: the same result as the first time"
+else
+  fail "configure after a revert: the same result as the first time" "exit $rc" "$err"
+fi
+
+# A manifest edited after the change is not overwritten by a revert.
+echo "# edited by hand" >>"$manifest"
+edited=$(md5sum <"$manifest")
+run_script --revert
+if [[ $rc -eq 1 && $err == *"changed since this script wrote it"* && $err == *"diff -u"* \
+  && $(md5sum <"$manifest") == "$edited" && -z $(stray_files) ]]; then
+  pass "revert refuses a manifest changed since, and changes nothing"
+else
+  fail "revert refuses a manifest changed since, and changes nothing" "exit $rc" "$out" "$err"
+fi
+
+setup kube-apiserver.yaml
+before=$(md5sum <"$manifest")
+run_script --revert
+if [[ $rc -eq 0 && $out == *"nothing to revert"* && $(md5sum <"$manifest") == "$before" ]]; then
+  pass "revert without a previous change: nothing to do"
+else
+  fail "revert without a previous change: nothing to do" "exit $rc" "$out" "$err"
+fi
+
+# ---- ack-ram-authenticator's layout ---------------------------------------------------------
+
+setup kube-apiserver.ack.yaml
+sed -i "s#@KUBECONFIG_DIR@#$(dirname "$kubeconfig")#g" "$manifest"
+original=$(cat "$manifest")
+run_script
+added=$(diff <(echo "$original") "$manifest" | grep -c '^>')
+if [[ $rc -eq 0 && $added -eq 1 ]] \
+  && grep -qx -- "    - --authentication-token-webhook-version=v1" "$manifest" \
+  && ! grep -q "ram-authenticator-kubeconfig" "$manifest" \
+  && [[ $out == *"kept the existing volumeMount ack-ram-authenticator"* ]]; then
+  pass "ack layout: its mount is kept, no second mount; only the version flag is added"
+else
+  fail "ack layout: its mount is kept, no second mount; only the version flag is added" \
+    "exit $rc: $err" "$(diff <(echo "$original") "$manifest")"
+fi
+if "$python" - "$manifest" "$kubeconfig" <<'PY'
+import sys, yaml
+path, kubeconfig = sys.argv[1:3]
+pod = yaml.safe_load(open(path))
+[c] = [c for c in pod["spec"]["containers"] if c["name"] == "kube-apiserver"]
+args = c["command"]
+assert args.count(f"--authentication-token-webhook-config-file={kubeconfig}") == 1, args
+assert args.count("--authentication-token-webhook-version=v1") == 1, args
+assert [m for m in c["volumeMounts"] if m["mountPath"].startswith(kubeconfig.rsplit("/", 1)[0])] \
+    == [{"mountPath": kubeconfig, "name": "ack-ram-authenticator"}], c["volumeMounts"]
+PY
+then
+  pass "ack layout: the result parses, each flag once, one mount of the kubeconfig"
+else
+  fail "ack layout: the result parses, each flag once, one mount of the kubeconfig"
+fi
+first=$(cat "$manifest")
+run_script
+if [[ $rc -eq 0 && $(cat "$manifest") == "$first" && $out == *"nothing to do"* ]]; then
+  pass "ack layout: second run is a no-op"
+else
+  fail "ack layout: second run is a no-op" "exit $rc" "$out" "$err"
+fi
+run_script --revert
+if [[ $rc -eq 0 && $(cat "$manifest") == "$original" ]]; then
+  pass "ack layout: revert restores ack-ram-authenticator's manifest exactly"
+else
+  fail "ack layout: revert restores ack-ram-authenticator's manifest exactly" "exit $rc" "$err"
+fi
+
+# The kubeconfig's directory mounted from another host path is refused.
+setup kube-apiserver.ack.yaml
+sed -i "s#@KUBECONFIG_DIR@#$(dirname "$kubeconfig")#g" "$manifest"
+sed -i "s#      path: $(dirname "$kubeconfig")/kubeconfig.yaml#      path: /srv/elsewhere/kubeconfig.yaml#" "$manifest"
+before=$(md5sum <"$manifest")
+run_script
+if [[ $rc -eq 1 && $err == *"not from the same host path"* && $(md5sum <"$manifest") == "$before" \
+  && $(backup_count) -eq 0 ]]; then
+  pass "refuses a mount of the kubeconfig from another host path"
+else
+  fail "refuses a mount of the kubeconfig from another host path" "exit $rc" "$err"
 fi
 
 # ---- Refusals -----------------------------------------------------------------------------
