@@ -385,6 +385,7 @@ impl Stack {
         std::fs::write(&ca, &self.api.ca_pem).expect("ca");
         let out = Command::new(BIN)
             .args(["kubeconfig", "--cluster-id", cluster_id, "--name", name])
+            .arg("--absolute-path")
             .arg("--server")
             .arg(format!("https://127.0.0.1:{}", self.api.addr.port()))
             .arg("--ca-file")

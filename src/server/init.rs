@@ -18,8 +18,8 @@ pub const CERT_VALIDITY_DAYS: i64 = 3650;
 /// Arguments of `init`.
 #[derive(Debug, Args)]
 pub struct InitArgs {
-    /// The cluster ID (recorded in the kubeconfig's cluster name).
-    #[arg(short = 'i', long, env = "ACK_CLUSTER_ID")]
+    /// The cluster ID (the root flag `-i/--cluster-id`, or clusterID of `--config`).
+    #[arg(skip)]
     pub cluster_id: String,
     /// Directory for cert.pem and key.pem.
     #[arg(long, default_value = ".")]

@@ -36,14 +36,14 @@ pub use settings::Settings;
 /// Arguments of `server`. Each overrides the config file's key of the same meaning.
 #[derive(Debug, Args, Default)]
 pub struct ServerArgs {
-    /// Config file (YAML, ack-ram-authenticator's keys in any casing).
-    #[arg(short = 'c', long)]
+    /// Config file (the root flag `-c/--config`).
+    #[arg(skip)]
     pub config: Option<PathBuf>,
-    /// The cluster ID tokens must be bound to (config `clusterID`).
-    #[arg(short = 'i', long, env = "ACK_CLUSTER_ID")]
+    /// The cluster ID tokens must be bound to (the root flag `-i/--cluster-id`).
+    #[arg(skip)]
     pub cluster_id: Option<String>,
     /// HTTPS listen address [default: 127.0.0.1].
-    #[arg(long, alias = "bind")]
+    #[arg(short = 'b', long, visible_alias = "bind")]
     pub address: Option<String>,
     /// HTTPS port; 0 picks a free one [default: 21362].
     #[arg(long)]
@@ -96,10 +96,10 @@ pub struct ServerArgs {
     /// STS calls in flight at once [default: 64].
     #[arg(long)]
     pub sts_max_concurrent: Option<usize>,
-    /// Open connections at most [default: 4096].
+    /// Open connections at most.
     #[arg(long, default_value_t = 4096)]
     pub max_connections: usize,
-    /// Reviews being answered at once; more wait [default: 1024].
+    /// Reviews being answered at once; more wait.
     #[arg(long, default_value_t = 1024)]
     pub max_concurrent_reviews: usize,
     /// How long in-flight reviews may take to finish after the first stop signal, in seconds.
@@ -108,33 +108,39 @@ pub struct ServerArgs {
     /// How often the config file and the serving certificate are checked for changes, in ms.
     #[arg(long, default_value_t = 2000)]
     pub reload_interval_ms: u64,
-    /// Log format.
-    #[arg(short = 'l', long, value_enum, default_value_t = LogFormat::Text)]
+    /// Log format (the root flag `-l/--log-format`).
+    #[arg(skip)]
     pub log_format: LogFormat,
 }
 
-/// Arguments of `check-config`.
+/// Arguments of `check-config`: the server's own flags (and environment), so that the settings
+/// resolve exactly as `server` would resolve them.
 #[derive(Debug, Args)]
 pub struct CheckConfigArgs {
-    /// Config file to check.
-    #[arg(short = 'c', long)]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
-/// `check-config`: reads the file with the server's own rules and prints what it maps.
+/// `check-config`: reads the file with the server's own rules, resolves the settings as
+/// `server` does and prints them with the mappings.
 pub fn check_config(args: &CheckConfigArgs) -> anyhow::Result<i32> {
-    let config = match FileConfig::load(&args.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(1);
-        }
+    let Some(path) = &args.server.config else {
+        return Err(crate::exit::usage(
+            "check-config needs the config file: --config FILE",
+        ));
     };
-    let settings = Settings::resolve(&ServerArgs::default(), Some(&config))?;
+    let config = FileConfig::load(path)?;
+    let settings = Settings::resolve(&args.server, Some(&config))?;
     use std::fmt::Write as _;
     let mut out = String::new();
-    let _ = writeln!(out, "config file {} is valid", args.config.display());
+    let _ = writeln!(out, "config file {} is valid", path.display());
     let _ = writeln!(out, "  clusterID: {}", settings.cluster_id);
+    let _ = writeln!(
+        out,
+        "  listen: {}:{} (health {})",
+        settings.address, settings.port, settings.health_address
+    );
+    let _ = writeln!(out, "  stateDir: {}", settings.state_dir.display());
     let _ = writeln!(
         out,
         "  backends: {}",
@@ -146,6 +152,12 @@ pub fn check_config(args: &CheckConfigArgs) -> anyhow::Result<i32> {
             .join(", ")
     );
     let _ = writeln!(out, "  STS endpoint: {}", settings.sts.endpoint);
+    if config.default_role.is_some() {
+        let _ = writeln!(
+            out,
+            "  defaultRole: read by `token` only; the server ignores it"
+        );
+    }
     for r in &config.server.map_roles {
         let _ = writeln!(
             out,
