@@ -31,8 +31,13 @@ pub struct Globals {
     #[arg(short = 'c', long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// The cluster ID tokens are bound to (config `clusterID`).
-    #[arg(short = 'i', long, global = true, env = "ACK_CLUSTER_ID", value_name = "ID",
-          value_parser = non_empty_cluster_id)]
+    #[arg(
+        short = 'i',
+        long,
+        global = true,
+        env = "ACK_CLUSTER_ID",
+        value_name = "ID"
+    )]
     pub cluster_id: Option<String>,
     /// Log format of `server`.
     #[arg(short = 'l', long, global = true, value_enum, value_name = "FORMAT")]
@@ -41,14 +46,6 @@ pub struct Globals {
     /// answered with what to use instead (see docs/migration.md).
     #[arg(long, global = true, value_name = "GATES")]
     pub feature_gates: Option<String>,
-}
-
-fn non_empty_cluster_id(s: &str) -> Result<String, String> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Err("the cluster ID is empty".into());
-    }
-    Ok(s.to_string())
 }
 
 #[derive(Debug, Subcommand)]
@@ -84,7 +81,16 @@ pub enum Command {
 /// Runs the command line; returns the process exit code. `matches` are the matches `cli` was
 /// built from (they tell a flag given from a default).
 pub async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
-    let g = cli.globals;
+    let mut g = cli.globals;
+    // An empty ACK_CLUSTER_ID counts as unset; an empty --cluster-id is a mistake.
+    if let Some(id) = g.cluster_id.take() {
+        let id = id.trim().to_string();
+        if !id.is_empty() {
+            g.cluster_id = Some(id);
+        } else if cluster_id_source(matches) != Some(ValueSource::EnvVariable) {
+            return Err(usage("--cluster-id: the cluster ID is empty"));
+        }
+    }
     crate::credential_plugin::warn_feature_gates(g.feature_gates.as_deref())?;
     match cli.command {
         Command::Server(mut args) => {
@@ -162,6 +168,19 @@ pub async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
         }
         Command::CredentialPlugin(raw) => crate::credential_plugin::run(&raw.args).await,
     }
+}
+
+/// Where the (global) cluster ID came from: the root or the subcommand's matches.
+fn cluster_id_source(matches: &ArgMatches) -> Option<ValueSource> {
+    let mut m = matches;
+    let mut source = m.value_source("cluster_id");
+    while let Some((_, sub)) = m.subcommand() {
+        m = sub;
+        if let Some(s) = m.value_source("cluster_id") {
+            source = Some(s);
+        }
+    }
+    source
 }
 
 /// Hands the root flags to `server` (and `check-config`, which resolves like it).

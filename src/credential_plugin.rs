@@ -93,6 +93,9 @@ struct GetToken {
     /// Role session name.
     #[arg(long, value_name = "NAME")]
     role_session_name: Option<String>,
+    /// STS endpoint for assuming --role-arn (`token --sts-endpoint`; not an ack-ram-tool flag).
+    #[arg(long, value_name = "URL")]
+    sts_endpoint: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -136,6 +139,7 @@ pub async fn run(raw: &[String]) -> anyhow::Result<i32> {
     push("--role-arn", get.role_arn.as_ref());
     push("--session-name", get.role_session_name.as_ref());
     push("--profile", cli.tool.profile_name.as_ref());
+    push("--sts-endpoint", get.sts_endpoint.as_ref());
     let parsed = crate::cli::Cli::try_parse_from(&argv).map_err(|e| usage(e.to_string()))?;
     let crate::cli::Command::Token(mut args) = parsed.command else {
         return Err(anyhow::anyhow!("internal error: not a token command"));

@@ -891,7 +891,12 @@ fn verify_rejections_and_exit_codes() {
     // A file that cannot be read is a failure (exit 1), not a usage error; each cause once.
     let failure = |args: &[&str]| {
         let out = home.run(args, &[]);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
         let e = text(&out.stderr);
         assert_eq!(e.matches("os error 2").count(), 1, "{e}");
         e
