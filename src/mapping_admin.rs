@@ -487,10 +487,8 @@ async fn add_object(
                 .iter()
                 .enumerate()
                 .all(|(i, g)| o.data["spec"]["groups"][i].as_str() == Some(g));
-        if o.data["spec"]["arn"].as_str() == Some(arn)
-            && o.data["spec"]["username"].as_str() == Some(username)
-            && same_groups
-        {
+        // Found by its key: the same ARN, whatever its spelling.
+        if o.data["spec"]["username"].as_str() == Some(username) && same_groups {
             return Ok(Outcome::Unchanged(format!(
                 "RAMIdentityMapping/{name} maps {arn}"
             )));
@@ -598,7 +596,10 @@ async fn edit_configmap(
             items.remove(p);
         }
         (Some(e), Some(p)) => {
-            if crate::mapping::lowercase_keys(items[p].clone()) == *e {
+            let have = crate::mapping::lowercase_keys(items[p].clone());
+            let groups =
+                |v: &serde_yaml::Value| v["groups"].as_sequence().cloned().unwrap_or_default();
+            if have["username"] == e["username"] && groups(&have) == groups(e) {
                 return Ok(Outcome::Unchanged(format!("{what} maps {arn}")));
             }
             items[p] = e.clone();

@@ -859,3 +859,314 @@ fn kubeconfig_keys_command_hint_passthrough_and_token_file() {
     a.extend_from_slice(&["--command", "x", "--absolute-path"]);
     env.expect(2, &a, &[]);
 }
+
+// ---- add / remove / list against the fake API server ----
+
+use support::fake_apiserver::FakeApiServer;
+
+/// Runs the binary off the async runtime (the fake API server lives on it).
+async fn run_async(args: Vec<String>, stdin: Option<&'static str>) -> (i32, String, String) {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write as _;
+        let mut child = Command::new(BIN)
+            .env_clear()
+            .env("HOME", "/nonexistent")
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let mut input = child.stdin.take().expect("stdin");
+        if let Some(text) = stdin {
+            let _ = input.write_all(text.as_bytes());
+        }
+        drop(input);
+        let out = child.wait_with_output().expect("wait");
+        (
+            out.status.code().unwrap_or(-1),
+            text(&out.stdout),
+            text(&out.stderr),
+        )
+    })
+    .await
+    .expect("join")
+}
+
+fn argv(kubeconfig: &Path, args: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    v.push("--kubeconfig".into());
+    v.push(kubeconfig.display().to_string());
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_remove_list_ramidentitymappings() {
+    support::init();
+    let api = FakeApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kc = api.write_kubeconfig(dir.path());
+    let role = "acs:ram::1234567890123456:role/KubeAdmin";
+    let add = |extra: &[&str]| {
+        let mut a = vec![
+            "add",
+            "role",
+            "--rolearn",
+            role,
+            "--username",
+            "admin:{{SessionName}}",
+            "--groups",
+            "ops,viewers",
+        ];
+        a.extend_from_slice(extra);
+        argv(&kc, &a)
+    };
+    // --dry-run prints the object and writes nothing.
+    let (code, out, err) = run_async(add(&["--dry-run"]), None).await;
+    assert_eq!(code, 0, "{err}");
+    let obj: serde_yaml::Value = serde_yaml::from_str(&out).expect("yaml");
+    assert_eq!(obj["kind"], "RAMIdentityMapping");
+    assert_eq!(obj["spec"]["arn"], role);
+    assert_eq!(obj["spec"]["groups"][1], "viewers");
+    let name = obj["metadata"]["name"].as_str().unwrap().to_string();
+    assert_eq!(name, "role-1234567890123456-role-kubeadmin");
+    assert!(api.mapping(&name).is_none());
+    // Created, then idempotent.
+    let (code, out, err) = run_async(add(&[]), None).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("created"), "{out}");
+    let stored = api.mapping(&name).expect("created");
+    assert_eq!(stored["spec"]["username"], "admin:{{SessionName}}");
+    let rv = api.resource_version();
+    let (code, out, _) = run_async(add(&[]), None).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("nothing to do"), "{out}");
+    assert_eq!(api.resource_version(), rv, "an unchanged add wrote");
+    // Found by the canonical ARN whatever the case or the form: updated in place.
+    let (code, out, err) = run_async(
+        argv(
+            &kc,
+            &[
+                "add",
+                "role",
+                "--rolearn",
+                "acs:ram::1234567890123456:role/kubeadmin",
+                "--username",
+                "root-admin",
+            ],
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("updated"), "{out}");
+    assert_eq!(
+        api.mapping(&name).unwrap()["spec"]["username"],
+        "root-admin"
+    );
+    // Validated like the server: a bad template, the wrong kind of ARN.
+    let (code, _, err) = run_async(
+        argv(
+            &kc,
+            &[
+                "add",
+                "user",
+                "--userarn",
+                "acs:ram::1:user/bob",
+                "--username",
+                "{{Nope}}",
+            ],
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("refused by the server"), "{err}");
+    let (code, _, err) = run_async(
+        argv(&kc, &["add", "user", "--userarn", role, "--username", "x"]),
+        None,
+    )
+    .await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("add role"), "{err}");
+    // --prompt asks; anything but yes cancels.
+    let user = "acs:ram::1234567890123456:user/alice";
+    let (code, _, err) = run_async(
+        argv(
+            &kc,
+            &[
+                "add",
+                "user",
+                "--userarn",
+                user,
+                "--username",
+                "alice",
+                "--prompt",
+            ],
+        ),
+        Some("n\n"),
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert!(err.contains("cancelled"), "{err}");
+    assert!(api.mapping("user-1234567890123456-user-alice").is_none());
+    let (code, _, err) = run_async(
+        argv(
+            &kc,
+            &[
+                "add",
+                "user",
+                "--userarn",
+                user,
+                "--username",
+                "alice",
+                "--prompt=true",
+            ],
+        ),
+        Some("y\n"),
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(api.mapping("user-1234567890123456-user-alice").is_some());
+    // list.
+    let (code, out, _) = run_async(argv(&kc, &["list"]), None).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(&format!(
+            "{} -> root-admin [] (RAMIdentityMapping/{name})",
+            role.to_lowercase()
+        )),
+        "{out}"
+    );
+    assert!(out.contains(user), "{out}");
+    // remove, then again (nothing to do).
+    let (code, out, _) = run_async(argv(&kc, &["remove", "role", "--rolearn", role]), None).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("deleted"), "{out}");
+    assert!(api.mapping(&name).is_none());
+    let (code, out, _) = run_async(argv(&kc, &["remove", "role", "--rolearn", role]), None).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("nothing to do"), "{out}");
+    // No cluster: a failure, rendered once.
+    let (code, _, err) = run_async(
+        vec!["list".into(), "--kubeconfig".into(), "/nope/kc".into()],
+        None,
+    )
+    .await;
+    assert_eq!(code, 1);
+    assert_each_cause_once(&err);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_and_remove_in_the_ack_configmap() {
+    support::init();
+    let api = FakeApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kc = api.write_kubeconfig(dir.path());
+    let cm = ["--backend", "ACKConfigMap"];
+    let role = "acs:ram::1234567890123456:role/KubeAdmin";
+    // Absent: created.
+    let mut a = vec![
+        "add",
+        "role",
+        "--rolearn",
+        role,
+        "--username",
+        "admin",
+        "--groups",
+        "system:masters",
+    ];
+    a.extend_from_slice(&cm);
+    let (code, out, err) = run_async(argv(&kc, &a), None).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("added"), "{out}");
+    let stored = api.configmap("alibabacloud-auth").expect("created");
+    let roles: serde_yaml::Value =
+        serde_yaml::from_str(stored["data"]["mapRoles"].as_str().unwrap()).unwrap();
+    assert_eq!(roles[0]["rolearn"], role);
+    assert_eq!(roles[0]["groups"][0], "system:masters");
+
+    // Existing data written by hand (other casing, comments): other keys stay byte-identical.
+    let users = "# the team\n- UserArn: acs:ram::1234567890123456:user/bob\n  username: bob\n";
+    api.put_configmap(
+        "alibabacloud-auth",
+        &[
+            ("mapUsers", users),
+            (
+                "mapRoles",
+                "- RoleARN: acs:ram::1234567890123456:role/Dev\n  username: dev\n",
+            ),
+            ("note", "kept"),
+        ],
+    );
+    let mut a = vec!["add", "role", "--rolearn", role, "--username", "admin"];
+    a.extend_from_slice(&cm);
+    let (code, _, err) = run_async(argv(&kc, &a), None).await;
+    assert_eq!(code, 0, "{err}");
+    let stored = api.configmap("alibabacloud-auth").unwrap();
+    assert_eq!(stored["data"]["mapUsers"], users);
+    assert_eq!(stored["data"]["note"], "kept");
+    let roles: serde_yaml::Value =
+        serde_yaml::from_str(stored["data"]["mapRoles"].as_str().unwrap()).unwrap();
+    assert_eq!(roles.as_sequence().unwrap().len(), 2, "{roles:?}");
+    // The server accepts the result.
+    let data: std::collections::BTreeMap<String, String> =
+        serde_json::from_value(stored["data"].clone()).unwrap();
+    let parsed =
+        ram_authenticator::kube::configmap::parse_data(&data).expect("the server's parser");
+    assert_eq!(parsed.index.len(), 3);
+    // Idempotent; a user entry found whatever its key casing.
+    let rv = api.resource_version();
+    let (_, out, _) = run_async(argv(&kc, &a), None).await;
+    assert!(out.contains("nothing to do"), "{out}");
+    let mut b = vec![
+        "add",
+        "user",
+        "--userarn",
+        "acs:ram::1234567890123456:user/BOB",
+        "--username",
+        "bob",
+    ];
+    b.extend_from_slice(&cm);
+    let (_, out, _) = run_async(argv(&kc, &b), None).await;
+    assert!(out.contains("nothing to do"), "{out}");
+    assert_eq!(api.resource_version(), rv);
+    // --dry-run prints the ConfigMap; remove takes the entry out.
+    let mut r = vec!["remove", "role", "--rolearn", role, "--dry-run"];
+    r.extend_from_slice(&cm);
+    let (code, out, _) = run_async(argv(&kc, &r), None).await;
+    assert_eq!(code, 0);
+    let shown: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
+    assert_eq!(shown["kind"], "ConfigMap");
+    assert!(
+        !shown["data"]["mapRoles"]
+            .as_str()
+            .unwrap()
+            .contains("KubeAdmin"),
+        "{out}"
+    );
+    assert_eq!(api.resource_version(), rv);
+    r.retain(|a| *a != "--dry-run");
+    let (code, out, _) = run_async(argv(&kc, &r), None).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("removed"), "{out}");
+    let (_, out, _) = run_async(argv(&kc, &["list", "--backend", "ACKConfigMap"]), None).await;
+    assert!(
+        out.contains("user/bob -> bob") && !out.contains("KubeAdmin"),
+        "{out}"
+    );
+    // --name is for objects only.
+    let mut n = vec![
+        "add",
+        "role",
+        "--rolearn",
+        role,
+        "--username",
+        "a",
+        "--name",
+        "x",
+    ];
+    n.extend_from_slice(&cm);
+    let (code, _, _) = run_async(argv(&kc, &n), None).await;
+    assert_eq!(code, 2);
+}
