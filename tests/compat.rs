@@ -644,34 +644,35 @@ fn pods_user(out: &Output, stack: &Stack) -> String {
 fn the_two_readme_kubeconfigs_work_through_kubectl_with_only_command_changed() {
     let stack = Stack::start();
     let get = ["get", "--raw", "/api/v1/namespaces/default/pods"];
-    // ack-ram-authenticator's README: `command: ack-ram-authenticator`, args token -i CLUSTER.
-    let kc = kubeconfig_with_user(
-        &stack,
-        &format!(
-            "    exec:\n      apiVersion: client.authentication.k8s.io/v1beta1\n      command: ram-authenticator\n      args:\n        - \"token\"\n        - \"-i\"\n        - \"{CLUSTER}\"\n"
+    let exec = "    exec:\n      apiVersion: client.authentication.k8s.io/v1beta1\n      command: ram-authenticator\n";
+    let cases = [
+        // ack-ram-authenticator's README: `command: ack-ram-authenticator`, token -i CLUSTER.
+        (
+            format!("      args:\n        - \"token\"\n        - \"-i\"\n        - \"{CLUSTER}\"\n"),
+            "alice",
         ),
-    );
-    let out = stack.kubectl_with_path(&kc, &get, Some(&bin_dir()));
-    assert_eq!(pods_user(&out, &stack), "alice");
-    // ack-ram-tool's kubeconfig: credential-plugin get-token.
-    let kc = kubeconfig_with_user(
-        &stack,
-        &format!(
-            "    exec:\n      apiVersion: client.authentication.k8s.io/v1beta1\n      command: ram-authenticator\n      args:\n      - credential-plugin\n      - get-token\n      - --cluster-id\n      - {CLUSTER}\n      - --api-version\n      - v1beta1\n      - --log-level\n      - error\n      env: null\n      interactiveMode: Never\n      provideClusterInfo: false\n"
+        // ack-ram-tool's kubeconfig: credential-plugin get-token.
+        (
+            format!(
+                "      args:\n      - credential-plugin\n      - get-token\n      - --cluster-id\n      - {CLUSTER}\n      - --api-version\n      - v1beta1\n      - --log-level\n      - error\n      env: null\n      interactiveMode: Never\n      provideClusterInfo: false\n"
+            ),
+            "alice",
         ),
-    );
-    let out = stack.kubectl_with_path(&kc, &get, Some(&bin_dir()));
-    assert_eq!(pods_user(&out, &stack), "alice");
-    // ack-ram-authenticator's README with -r ROLE_ARN.
-    let kc = kubeconfig_with_user(
-        &stack,
-        &format!(
-            "    exec:\n      apiVersion: client.authentication.k8s.io/v1beta1\n      command: ram-authenticator\n      args: [token, -i, {CLUSTER}, -r, \"{ADMIN_ROLE}\", --sts-endpoint, \"{}\"]\n",
-            stack.emulator_url
+        // ack-ram-authenticator's README with -r ROLE_ARN.
+        (
+            format!(
+                "      args: [token, -i, {CLUSTER}, -r, \"{ADMIN_ROLE}\", --sts-endpoint, \"{}\"]\n",
+                stack.emulator_url
+            ),
+            "admin:",
         ),
-    );
-    let out = stack.kubectl_with_path(&kc, &get, Some(&bin_dir()));
-    assert!(pods_user(&out, &stack).starts_with("admin:"), "role");
+    ];
+    for (args, user) in cases {
+        let kc = kubeconfig_with_user(&stack, &format!("{exec}{args}"));
+        let out = stack.kubectl_with_path(&kc, &get, Some(&bin_dir()));
+        let got = pods_user(&out, &stack);
+        assert!(got.starts_with(user), "{args}: {got}");
+    }
 }
 
 #[test]
