@@ -172,6 +172,10 @@ fn token_role_flags_env_and_config_key() {
             "{flags:?}: {arn}"
         );
     }
+    // --cache (ack-ram-authenticator's) is accepted: caching is the default.
+    let (token, _) = env.token_of(&with(&["-r", ADMIN_ROLE, "--cache"]), &[]);
+    let arn = verified(&env, &token, "c1", &sts)["identity"]["arn"].clone();
+    assert!(arn.as_str().unwrap().starts_with(ASSUMED), "{arn}");
     // DEFAULT_ROLE.
     let (token, _) = env.token_of(&with(&[]), &[("DEFAULT_ROLE", ADMIN_ROLE)]);
     let arn = verified(&env, &token, "c1", &sts)["identity"]["arn"].clone();
@@ -227,6 +231,21 @@ fn verify_t_and_server_b_and_init_c() {
     );
     assert!(o.contains(ALICE_ARN), "{o}");
 
+    // init -i ID.
+    let plain = env.path().join("plain");
+    env.expect(
+        0,
+        &[
+            "init",
+            "-i",
+            "c-plain",
+            "--state-dir",
+            plain.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let written = std::fs::read_to_string(plain.join("ram-authenticator.kubeconfig")).unwrap();
+    assert!(written.contains("cluster c-plain"), "{written}");
     // init -c FILE: clusterID and the server section's paths from the file.
     let state = env.path().join("state");
     let kc = env.path().join("out/webhook.kubeconfig");
@@ -411,6 +430,76 @@ fn ack_ram_tool_credential_plugin_get_token() {
         &[],
     );
     assert!(e.contains("no Alibaba Cloud credentials"), "{e}");
+    // --profile-file (INI), --profile-name, and the aliyun CLI's config.json ignored on request.
+    let ini = env.write(
+        "creds.ini",
+        &format!("[default]\ntype = access_key\naccess_key_id = nobody\naccess_key_secret = x\n[ops]\ntype = access_key\naccess_key_id = {ALICE_ID}\naccess_key_secret = {ALICE_SECRET}\n"),
+    );
+    let (token, _) = env.token_of(
+        &[
+            "credential-plugin",
+            "--ignore-env-credentials",
+            "--profile-file",
+            ini.to_str().unwrap(),
+            "--profile-name",
+            "ops",
+            "get-token",
+            "--cluster-id",
+            "c1",
+        ],
+        &[],
+    );
+    assert_eq!(
+        verified(&env, &token, "c1", &sts)["identity"]["arn"],
+        ALICE_ARN
+    );
+    let aliyun = env.path().join("home/.aliyun");
+    std::fs::create_dir_all(&aliyun).unwrap();
+    std::fs::write(
+        aliyun.join("config.json"),
+        format!(r#"{{"current":"default","profiles":[{{"name":"default","mode":"AK","access_key_id":"{ALICE_ID}","access_key_secret":"{ALICE_SECRET}"}}]}}"#),
+    )
+    .unwrap();
+    let (token, _) = env.token_of(
+        &[
+            "credential-plugin",
+            "--ignore-env-credentials",
+            "get-token",
+            "--cluster-id",
+            "c1",
+        ],
+        &[],
+    );
+    assert_eq!(
+        verified(&env, &token, "c1", &sts)["identity"]["arn"],
+        ALICE_ARN
+    );
+    let (_, e) = env.expect(
+        1,
+        &[
+            "credential-plugin",
+            "--ignore-env-credentials",
+            "--ignore-aliyun-cli-credentials",
+            "get-token",
+            "--cluster-id",
+            "c1",
+        ],
+        &[],
+    );
+    assert!(e.contains("no Alibaba Cloud credentials"), "{e}");
+    // --log-level debug and -v show what the plugin does; error keeps it quiet.
+    for (flag, loud) in [
+        ("--log-level=debug", true),
+        ("-v", true),
+        ("--log-level=error", false),
+    ] {
+        let (_, e) = env.expect(
+            0,
+            &["credential-plugin", flag, "get-token", "--cluster-id", "c1"],
+            &[],
+        );
+        assert_eq!(e.contains("credentials found"), loud, "{flag}: {e}");
+    }
     // The rest of ack-ram-tool is refused with what to use instead.
     let (_, e) = env.expect(
         2,

@@ -114,6 +114,10 @@ pub struct TokenArgs {
     /// Do not read or write the cache of role credentials.
     #[arg(long)]
     pub no_cache: bool,
+    /// Accepted for ack-ram-authenticator's command lines: role credentials are cached unless
+    /// --no-cache is given.
+    #[arg(long, hide = true, conflicts_with = "no_cache")]
+    pub cache: bool,
     #[command(flatten)]
     pub sts: StsArgs,
 }
