@@ -845,6 +845,20 @@ users:
         Some(&bin_dir()),
     );
     assert_eq!(pods_user(&out, &stack), "alice");
+    // A kubeconfig that is a symlink: the file it names is updated, the link stays.
+    let real = stack.path().join("real-kubeconfig");
+    std::fs::write(&real, existing).unwrap();
+    let link = stack.path().join("link-kubeconfig");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let linked = format!("{}", link.display());
+    run(&[("KUBECONFIG", linked.as_str())]);
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(std::fs::read_to_string(&real)
+        .unwrap()
+        .contains("current-context: ram\n"));
     // $KUBECONFIG's first file is the default target; a new file is created with mode 0600.
     let fresh = stack.path().join("fresh/kubeconfig");
     let list = format!("{}:{}", fresh.display(), path.display());
@@ -1137,6 +1151,27 @@ async fn add_remove_list_ramidentitymappings() {
     let (code, out, _) = run_async(argv(&kc, &["remove", "role", "--rolearn", role]), None).await;
     assert_eq!(code, 0);
     assert!(out.contains("nothing to do"), "{out}");
+    // --kubeconfig-context picks a context; --master-url overrides the server.
+    let two = dir.path().join("two-contexts.kubeconfig");
+    std::fs::write(
+        &two,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: dead\n  cluster:\n    server: http://127.0.0.1:1\n\
+             - name: fake\n  cluster:\n    server: {}\ncontexts:\n- name: dead\n  context:\n    cluster: dead\n    user: u\n\
+             - name: fake\n  context:\n    cluster: fake\n    user: u\ncurrent-context: dead\nusers:\n- name: u\n  user: {{}}\n",
+            api.url()
+        ),
+    )
+    .unwrap();
+    let (code, _, _) = run_async(argv(&two, &["list"]), None).await;
+    assert_eq!(code, 1, "the current context's server is down");
+    let (code, out, err) =
+        run_async(argv(&two, &["list", "--kubeconfig-context", "fake"]), None).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(user), "{out}");
+    let (code, out, err) = run_async(argv(&two, &["list", "--master-url", &api.url()]), None).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(user), "{out}");
     // No cluster: a failure, rendered once.
     let (code, _, err) = run_async(
         vec!["list".into(), "--kubeconfig".into(), "/nope/kc".into()],
