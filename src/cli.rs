@@ -108,31 +108,9 @@ pub async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
             crate::server::check_config(&args)
         }
         Command::Init(mut args) => {
-            let explicit = |id: &str| {
-                matches
-                    .subcommand_matches("init")
-                    .and_then(|m| m.value_source(id))
-                    == Some(ValueSource::CommandLine)
-            };
             let config = load_config(&g)?;
             if let Some(c) = &config {
-                let s = &c.server;
-                let set = |id: &str| !explicit(id);
-                if let (true, Some(v)) = (set("state_dir"), &s.state_dir) {
-                    args.state_dir = v.clone();
-                }
-                if let (true, Some(v)) = (set("hostname"), &s.hostname) {
-                    args.hostname = v.clone();
-                }
-                if let (true, Some(v)) = (set("address"), &s.address) {
-                    args.address = v.clone();
-                }
-                if let (true, Some(v)) = (set("port"), s.port) {
-                    args.port = v;
-                }
-                if let (true, Some(v)) = (set("generate_kubeconfig"), &s.generate_kubeconfig) {
-                    args.generate_kubeconfig = Some(v.clone());
-                }
+                init_from_config(&mut args, c, matches.subcommand_matches("init"));
             }
             args.cluster_id = required_cluster_id(&g, config.as_ref())?;
             crate::server::init::run(&args)
@@ -167,6 +145,32 @@ pub async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::CredentialPlugin(raw) => crate::credential_plugin::run(&raw.args).await,
+    }
+}
+
+/// `init -c FILE`: the `server` section's paths and address, where no flag gave them.
+fn init_from_config(
+    args: &mut crate::server::init::InitArgs,
+    c: &FileConfig,
+    matches: Option<&ArgMatches>,
+) {
+    let unset =
+        |id: &str| matches.and_then(|m| m.value_source(id)) != Some(ValueSource::CommandLine);
+    let s = &c.server;
+    if let (true, Some(v)) = (unset("state_dir"), &s.state_dir) {
+        args.state_dir = v.clone();
+    }
+    if let (true, Some(v)) = (unset("hostname"), &s.hostname) {
+        args.hostname = v.clone();
+    }
+    if let (true, Some(v)) = (unset("address"), &s.address) {
+        args.address = v.clone();
+    }
+    if let (true, Some(v)) = (unset("port"), s.port) {
+        args.port = v;
+    }
+    if let (true, Some(v)) = (unset("generate_kubeconfig"), &s.generate_kubeconfig) {
+        args.generate_kubeconfig = Some(v.clone());
     }
 }
 

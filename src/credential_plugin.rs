@@ -26,7 +26,11 @@ pub struct RawArgs {
 
 /// ack-ram-tool's `credential-plugin` (only `get-token` signs tokens for this webhook).
 #[derive(Debug, Parser)]
-#[command(name = "ram-authenticator credential-plugin", no_binary_name = true)]
+#[command(
+    name = "ram-authenticator credential-plugin",
+    bin_name = "ram-authenticator credential-plugin",
+    no_binary_name = true
+)]
 struct PluginCli {
     #[command(flatten)]
     tool: ToolFlags,
