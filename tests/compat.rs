@@ -54,6 +54,12 @@ impl Env {
         self.command(args, env).output().expect("run")
     }
 
+    /// A PEM file with a fresh self-signed certificate.
+    fn ca_file(&self) -> PathBuf {
+        let cert = rcgen::generate_simple_self_signed(vec!["x".into()]).unwrap();
+        self.write("ca.pem", &cert.cert.pem())
+    }
+
     /// Runs and asserts the exit code; returns (stdout, stderr).
     fn expect(&self, code: i32, args: &[&str], env: &[(&str, &str)]) -> (String, String) {
         let out = self.run(args, env);
@@ -105,6 +111,14 @@ fn verified(env: &Env, token: &str, cluster: &str, sts: &str) -> Value {
         &[],
     );
     serde_json::from_str(&o).expect("report")
+}
+
+/// The ARN of whoever signed a token, as `verify` reports it.
+fn arn_of(env: &Env, token: &str, cluster: &str, sts: &str) -> String {
+    verified(env, token, cluster, sts)["identity"]["arn"]
+        .as_str()
+        .expect("arn")
+        .to_string()
 }
 
 const ASSUMED: &str = "acs:ram::1234567890123456:assumed-role/KubeAdmin/";
@@ -166,20 +180,17 @@ fn token_role_flags_env_and_config_key() {
         ["--role-arn", ADMIN_ROLE],
     ] {
         let (token, _) = env.token_of(&with(&flags), &[]);
-        let arn = verified(&env, &token, "c1", &sts)["identity"]["arn"].clone();
-        assert!(
-            arn.as_str().unwrap().starts_with(ASSUMED),
-            "{flags:?}: {arn}"
-        );
+        let arn = arn_of(&env, &token, "c1", &sts);
+        assert!(arn.starts_with(ASSUMED), "{flags:?}: {arn}");
     }
     // --cache (ack-ram-authenticator's) is accepted: caching is the default.
     let (token, _) = env.token_of(&with(&["-r", ADMIN_ROLE, "--cache"]), &[]);
-    let arn = verified(&env, &token, "c1", &sts)["identity"]["arn"].clone();
-    assert!(arn.as_str().unwrap().starts_with(ASSUMED), "{arn}");
+    let arn = arn_of(&env, &token, "c1", &sts);
+    assert!(arn.starts_with(ASSUMED), "{arn}");
     // DEFAULT_ROLE.
     let (token, _) = env.token_of(&with(&[]), &[("DEFAULT_ROLE", ADMIN_ROLE)]);
-    let arn = verified(&env, &token, "c1", &sts)["identity"]["arn"].clone();
-    assert!(arn.as_str().unwrap().starts_with(ASSUMED), "{arn}");
+    let arn = arn_of(&env, &token, "c1", &sts);
+    assert!(arn.starts_with(ASSUMED), "{arn}");
     // defaultRole in the file the server also reads (client and server share one file).
     let cfg = env.write(
         "shared.yaml",
@@ -211,11 +222,8 @@ fn token_role_flags_env_and_config_key() {
         ],
         &[],
     );
-    let arn = verified(&env, &token, "c-shared", &sts)["identity"]["arn"].clone();
-    assert!(
-        arn.as_str().unwrap().contains("assumed-role/KubeViewer/"),
-        "{arn}"
-    );
+    let arn = arn_of(&env, &token, "c-shared", &sts);
+    assert!(arn.contains("assumed-role/KubeViewer/"), "{arn}");
 }
 
 #[test]
@@ -385,10 +393,7 @@ fn ack_ram_tool_credential_plugin_get_token() {
             "{args:?}"
         );
         assert!(token.starts_with("k8s-ack-v2."), "{token}");
-        assert_eq!(
-            verified(&env, &token, "c1", &sts)["identity"]["arn"],
-            ALICE_ARN
-        );
+        assert_eq!(arn_of(&env, &token, "c1", &sts), ALICE_ARN);
     }
     let (_, ec) = env.token_of(
         &[
@@ -416,8 +421,8 @@ fn ack_ram_tool_credential_plugin_get_token() {
         ],
         &[],
     );
-    let arn = verified(&env, &token, "c1", &sts)["identity"]["arn"].clone();
-    assert!(arn.as_str().unwrap().starts_with(ASSUMED), "{arn}");
+    let arn = arn_of(&env, &token, "c1", &sts);
+    assert!(arn.starts_with(ASSUMED), "{arn}");
     let (_, e) = env.expect(
         1,
         &[
@@ -449,10 +454,7 @@ fn ack_ram_tool_credential_plugin_get_token() {
         ],
         &[],
     );
-    assert_eq!(
-        verified(&env, &token, "c1", &sts)["identity"]["arn"],
-        ALICE_ARN
-    );
+    assert_eq!(arn_of(&env, &token, "c1", &sts), ALICE_ARN);
     let aliyun = env.path().join("home/.aliyun");
     std::fs::create_dir_all(&aliyun).unwrap();
     std::fs::write(
@@ -470,10 +472,7 @@ fn ack_ram_tool_credential_plugin_get_token() {
         ],
         &[],
     );
-    assert_eq!(
-        verified(&env, &token, "c1", &sts)["identity"]["arn"],
-        ALICE_ARN
-    );
+    assert_eq!(arn_of(&env, &token, "c1", &sts), ALICE_ARN);
     let (_, e) = env.expect(
         1,
         &[
@@ -530,13 +529,7 @@ fn ack_ram_tool_credential_plugin_get_token() {
 #[test]
 fn empty_cluster_ids_are_refused_everywhere() {
     let env = Env::new();
-    let ca = env.write(
-        "ca.pem",
-        &rcgen::generate_simple_self_signed(vec!["x".into()])
-            .unwrap()
-            .cert
-            .pem(),
-    );
+    let ca = env.ca_file();
     let ca = ca.to_str().unwrap();
     for args in [
         vec!["init", "-i", ""],
@@ -875,13 +868,7 @@ users:
 #[test]
 fn kubeconfig_keys_command_hint_passthrough_and_token_file() {
     let env = Env::new();
-    let ca = env.write(
-        "ca.pem",
-        &rcgen::generate_simple_self_signed(vec!["x".into()])
-            .unwrap()
-            .cert
-            .pem(),
-    );
+    let ca = env.ca_file();
     let ca = ca.to_str().unwrap();
     let base = [
         "kubeconfig",
