@@ -148,7 +148,9 @@ pub async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
     }
 }
 
-/// `init -c FILE`: the `server` section's paths and address, where no flag gave them.
+/// `init -c FILE`: the host name, address and port of the `server` section, where no flag gave
+/// them. As with ack-ram-authenticator, the files are written to `--state-dir` (default: here),
+/// to be copied to the configured places.
 fn init_from_config(
     args: &mut crate::server::init::InitArgs,
     c: &FileConfig,
@@ -157,9 +159,6 @@ fn init_from_config(
     let unset =
         |id: &str| matches.and_then(|m| m.value_source(id)) != Some(ValueSource::CommandLine);
     let s = &c.server;
-    if let (true, Some(v)) = (unset("state_dir"), &s.state_dir) {
-        args.state_dir = v.clone();
-    }
     if let (true, Some(v)) = (unset("hostname"), &s.hostname) {
         args.hostname = v.clone();
     }
@@ -168,9 +167,6 @@ fn init_from_config(
     }
     if let (true, Some(v)) = (unset("port"), s.port) {
         args.port = v;
-    }
-    if let (true, Some(v)) = (unset("generate_kubeconfig"), &s.generate_kubeconfig) {
-        args.generate_kubeconfig = Some(v.clone());
     }
 }
 

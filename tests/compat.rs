@@ -254,32 +254,36 @@ fn verify_t_and_server_b_and_init_c() {
     );
     let written = std::fs::read_to_string(plain.join("ram-authenticator.kubeconfig")).unwrap();
     assert!(written.contains("cluster c-plain"), "{written}");
-    // init -c FILE: clusterID and the server section's paths from the file.
+    // init -c FILE: clusterID, hostname, address and port from the file; the files go to
+    // --state-dir (the file's stateDir is where they are to be copied, as with ack).
     let state = env.path().join("state");
     let kc = env.path().join("out/webhook.kubeconfig");
+    let elsewhere = env.path().join("not-here");
     let cfg = env.write(
         "init.yaml",
         &format!(
-            "clusterID: c-init\nserver:\n  stateDir: {}\n  generateKubeconfig: {}\n  port: 21999\n",
-            state.display(),
-            kc.display()
+            "clusterID: c-init\nserver:\n  stateDir: {}\n  hostname: webhook.local\n  port: 21999\n",
+            elsewhere.display()
         ),
     );
-    env.expect(0, &["init", "-c", cfg.to_str().unwrap()], &[]);
+    let cfg = cfg.to_str().unwrap();
+    let init = |extra: &[&str]| {
+        let mut a = vec!["init", "-c", cfg, "--state-dir", state.to_str().unwrap()];
+        a.extend_from_slice(&["--generate-kubeconfig", kc.to_str().unwrap()]);
+        a.extend_from_slice(extra);
+        env.expect(0, &a, &[]);
+        std::fs::read_to_string(&kc).expect("webhook kubeconfig")
+    };
+    let written = init(&[]);
     assert!(state.join("cert.pem").exists() && state.join("key.pem").exists());
-    let written = std::fs::read_to_string(&kc).expect("webhook kubeconfig");
+    assert!(!elsewhere.exists());
     assert!(written.contains("cluster c-init"), "{written}");
     assert!(
-        written.contains("https://localhost:21999/authenticate"),
+        written.contains("https://webhook.local:21999/authenticate"),
         "{written}"
     );
     // A flag wins over the file.
-    env.expect(
-        0,
-        &["-c", cfg.to_str().unwrap(), "init", "--port", "21888"],
-        &[],
-    );
-    assert!(std::fs::read_to_string(&kc).unwrap().contains(":21888/"));
+    assert!(init(&["--port", "21888"]).contains(":21888/"));
 
     // server -b / --bind, with the root flags after the subcommand.
     for flag in ["-b", "--bind", "--address"] {
@@ -287,7 +291,7 @@ fn verify_t_and_server_b_and_init_c() {
             &[
                 "server",
                 "-c",
-                cfg.to_str().unwrap(),
+                cfg,
                 "-i",
                 "c-init",
                 "-l",
