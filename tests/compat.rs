@@ -639,6 +639,36 @@ fn errors_once_with_the_right_exit_code() {
     assert!(e.contains("--config"), "{e}");
     env.expect(2, &["token", "-i", "c1", "--no-such-flag"], &[]);
     env.expect(2, &["nonsense"], &[]);
+    // A flag value the server would refuse is refused as the command line is read.
+    for (flag, value, want) in [
+        ("--backend-mode", "MountedFile,Nope", "unknown backend mode"),
+        ("--address", "localhost", "not an IP address"),
+        ("--sts-deadline-ms", "30000", "30000"),
+        ("--sts-timeout-ms", "0", "0"),
+        ("--cache-max-entries", "0", "0"),
+    ] {
+        for cmd in ["server", "check-config"] {
+            let (_, e) = env.expect(2, &[cmd, "-i", "c1", flag, value], &[]);
+            assert!(
+                e.contains(want) && e.contains(flag),
+                "{cmd} {flag} {value}: {e}"
+            );
+        }
+    }
+    let ca = env.ca_file();
+    let ca = ca.to_str().unwrap();
+    for extra in [
+        vec!["--server", "http://insecure:6443"],
+        vec!["--server", "https://x", "--role-arn", "acs:ram::1:user/u"],
+        vec!["--server", "https://x", "--name", ""],
+    ] {
+        let mut a = vec!["kubeconfig", "-i", "c1", "--ca-file", ca];
+        a.extend_from_slice(&extra);
+        env.expect(2, &a, &[]);
+    }
+    env.expect(2, &["add", "role", "--rolearn", ADMIN_ROLE], &[]);
+    env.expect(2, &["remove", "user", "--userarn", "not-an-arn"], &[]);
+    env.expect(2, &["credential-plugin", "get-nothing"], &[]);
     // check-config resolves like server: environment and flags included, and its advice works.
     let cfg = env.write("nocluster.yaml", "server:\n  port: 1234\n");
     let cfg = cfg.to_str().unwrap();

@@ -43,7 +43,7 @@ pub struct ServerArgs {
     #[arg(skip)]
     pub cluster_id: Option<String>,
     /// HTTPS listen address [default: 127.0.0.1].
-    #[arg(short = 'b', long, visible_alias = "bind")]
+    #[arg(short = 'b', long, visible_alias = "bind", value_parser = ip_address)]
     pub address: Option<String>,
     /// HTTPS port; 0 picks a free one [default: 21362].
     #[arg(long)]
@@ -61,7 +61,7 @@ pub struct ServerArgs {
     #[arg(long)]
     pub kubeconfig_pregenerated: bool,
     /// Mapping sources in order, comma-separated: MountedFile, ACKConfigMap, CRD [default: MountedFile].
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = backend_mode)]
     pub backend_mode: Vec<String>,
     /// Region: STS endpoint https://sts-vpc.<region>.aliyuncs.com.
     #[arg(long, env = "STS_REGION")]
@@ -85,13 +85,13 @@ pub struct ServerArgs {
     #[arg(long)]
     pub cache_ttl_seconds: Option<u64>,
     /// Identities cached at most [default: 100000].
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub cache_max_entries: Option<u64>,
     /// Timeout of one STS attempt, in milliseconds [default: 3000].
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub sts_timeout_ms: Option<u64>,
     /// Deadline of a review's STS work, retries included, in milliseconds [default: 8000].
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=25_000))]
     pub sts_deadline_ms: Option<u64>,
     /// STS calls in flight at once [default: 64].
     #[arg(long)]
@@ -111,6 +111,22 @@ pub struct ServerArgs {
     /// Log format (the root flag `-l/--log-format`).
     #[arg(skip)]
     pub log_format: LogFormat,
+}
+
+/// `--address`: an IP address (the listener binds it as given).
+fn ip_address(s: &str) -> Result<String, String> {
+    let ip = s.trim().trim_start_matches('[').trim_end_matches(']');
+    ip.parse::<std::net::IpAddr>()
+        .map(|_| ip.to_string())
+        .map_err(|_| format!("{s:?} is not an IP address (such as 127.0.0.1 or ::1)"))
+}
+
+/// `--backend-mode`: one of the known sources (checked as the command line is read).
+fn backend_mode(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Ok(String::new());
+    }
+    BackendMode::parse(s).map(|m| m.as_str().to_string())
 }
 
 /// Arguments of `check-config`: the server's own flags (and environment), so that the settings
