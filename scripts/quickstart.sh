@@ -9,8 +9,29 @@ CLUSTER_ID=c-quickstart
 WORK=.quickstart
 BIN=target/debug
 
-echo "==> building (cargo build --locked --bins)"
-cargo build --locked --bins --quiet
+echo "==> building ram-authenticator and sts-emulator (cargo build --locked --bins)"
+echo "    the first build compiles about 300 crates: a few minutes on a small machine; later runs take seconds"
+if [ -t 2 ]; then
+  cargo build --locked --bins # cargo draws its own progress bar on a terminal
+else
+  # Not a terminal: one line every 25 crates, and any warning or error as it comes.
+  if ! cargo build --locked --bins 2>&1 | {
+    n=0
+    while IFS= read -r line; do
+      case "$line" in
+        *Compiling\ *)
+          n=$((n + 1))
+          if [ $((n % 25)) -eq 1 ]; then echo "    compiling crate $n: ${line##*Compiling }"; fi
+          ;;
+        *Finished*) echo "    ${line#"${line%%[![:space:]]*}"}" ;;
+        error* | warning* | *-\>*) echo "    $line" ;;
+      esac
+    done
+  }; then
+    echo "quickstart: the build failed; run 'cargo build --locked --bins' to see why" >&2
+    exit 1
+  fi
+fi
 
 rm -rf "$WORK"
 mkdir -p "$WORK"

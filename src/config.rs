@@ -15,6 +15,10 @@ pub struct FileConfig {
     /// The cluster ID tokens must be bound to (`clusterID`).
     #[serde(rename = "clusterid", default)]
     pub cluster_id: Option<String>,
+    /// The role `token` assumes when none is given (`defaultRole`, as ack-ram-authenticator:
+    /// client and server share one file). The server ignores it.
+    #[serde(rename = "defaultrole", default)]
+    pub default_role: Option<String>,
     #[serde(default)]
     pub server: ServerSection,
 }

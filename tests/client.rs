@@ -888,9 +888,22 @@ fn verify_rejections_and_exit_codes() {
         "--now",
         "yesterday",
     ]);
-    let e = usage(&["verify", "--token-file", "/does/not/exist", "-i", CLUSTER]);
+    // A file that cannot be read is a failure (exit 1), not a usage error; each cause once.
+    let failure = |args: &[&str]| {
+        let out = home.run(args, &[]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        let e = text(&out.stderr);
+        assert_eq!(e.matches("os error 2").count(), 1, "{e}");
+        e
+    };
+    let e = failure(&["verify", "--token-file", "/does/not/exist", "-i", CLUSTER]);
     assert!(e.contains("cannot read the token file"), "{e}");
-    let e = usage(&[
+    let e = failure(&[
         "verify",
         "--token",
         &token,
@@ -934,6 +947,7 @@ fn kubeconfig_runs_this_binary() {
             ADMIN_ROLE,
             "--name",
             "prod",
+            "--absolute-path",
         ],
         &[],
     );

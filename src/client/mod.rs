@@ -21,6 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+
+use crate::exit::usage;
 use chrono::{DateTime, Utc};
 use clap::{Args, ValueEnum};
 
@@ -75,8 +77,9 @@ impl StsArgs {
 /// Arguments of `token`.
 #[derive(Debug, Args)]
 pub struct TokenArgs {
-    /// The cluster ID the token is bound to.
-    #[arg(short = 'i', long, env = "ACK_CLUSTER_ID")]
+    /// The cluster ID the token is bound to (the root flag `-i/--cluster-id`, or clusterID of
+    /// `--config`).
+    #[arg(skip)]
     pub cluster_id: String,
     /// Token format: v2 (ACS3-HMAC-SHA256, the default) or v1 (legacy HMAC-SHA1 URL).
     #[arg(long, value_enum, default_value_t = TokenFormatArg::V2)]
@@ -92,8 +95,15 @@ pub struct TokenArgs {
     /// ALIBABA_CLOUD_PROFILE, else the CLI's current profile.
     #[arg(long, value_name = "NAME")]
     pub profile: Option<String>,
-    /// Assume this RAM role first and sign with its temporary credentials.
-    #[arg(long, env = "ALIBABA_CLOUD_ROLE_ARN", value_name = "ARN")]
+    /// Assume this RAM role first and sign with its temporary credentials. Default:
+    /// ALIBABA_CLOUD_ROLE_ARN, else DEFAULT_ROLE, else defaultRole of --config.
+    #[arg(
+        short = 'r',
+        long,
+        visible_alias = "role",
+        env = "ALIBABA_CLOUD_ROLE_ARN",
+        value_name = "ARN"
+    )]
     pub role_arn: Option<String>,
     /// Role session name. Default: the profile's, else ram-authenticator-<$USER>.
     #[arg(long, env = "ALIBABA_CLOUD_ROLE_SESSION_NAME", value_name = "NAME")]
@@ -104,6 +114,10 @@ pub struct TokenArgs {
     /// Do not read or write the cache of role credentials.
     #[arg(long)]
     pub no_cache: bool,
+    /// Accepted for ack-ram-authenticator's command lines: role credentials are cached unless
+    /// --no-cache is given.
+    #[arg(long, hide = true, conflicts_with = "no_cache")]
+    pub cache: bool,
     #[command(flatten)]
     pub sts: StsArgs,
 }
@@ -125,16 +139,18 @@ fn parse_now(s: &str) -> Result<DateTime<Utc>, String> {
 pub struct VerifyArgs {
     /// The token to check (`-` reads it from standard input). Also accepts `Bearer <token>` and
     /// the ExecCredential JSON that `token` prints.
-    #[arg(long, value_name = "TOKEN")]
+    #[arg(short = 't', long, value_name = "TOKEN")]
     pub token: Option<String>,
     /// Read the token from this file (`-` for standard input).
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
-    /// The cluster ID the token must be bound to. Default: clusterID of --config.
-    #[arg(short = 'i', long, env = "ACK_CLUSTER_ID")]
+    /// The cluster ID the token must be bound to (the root flag `-i/--cluster-id`). Default:
+    /// clusterID of --config.
+    #[arg(skip)]
     pub cluster_id: Option<String>,
-    /// Config file (the server's): map the identity with its mappings and show the user.
-    #[arg(short = 'c', long, value_name = "FILE")]
+    /// Config file (the root flag `-c/--config`, the server's): map the identity with its
+    /// mappings and show the user.
+    #[arg(skip)]
     pub config: Option<PathBuf>,
     /// Check the signing date against this time (RFC 3339) instead of the system clock.
     #[arg(long, value_parser = parse_now, value_name = "RFC3339")]
@@ -149,8 +165,8 @@ pub struct VerifyArgs {
 /// Arguments of `kubeconfig`.
 #[derive(Debug, Args)]
 pub struct KubeconfigArgs {
-    /// The cluster ID.
-    #[arg(short = 'i', long, env = "ACK_CLUSTER_ID")]
+    /// The cluster ID (the root flag `-i/--cluster-id`, or clusterID of `--config`).
+    #[arg(skip)]
     pub cluster_id: String,
     /// The API server URL (https://host:port).
     #[arg(long, value_name = "URL")]
@@ -162,7 +178,7 @@ pub struct KubeconfigArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// Role to assume in the plugin (`token --role-arn`).
-    #[arg(long, value_name = "ARN")]
+    #[arg(long, visible_alias = "role", value_name = "ARN")]
     pub role_arn: Option<String>,
     /// Role session name for the plugin (`token --session-name`).
     #[arg(long, value_name = "NAME")]
@@ -182,9 +198,21 @@ pub struct KubeconfigArgs {
     /// Extra STS CA file for the plugin (`token --sts-ca-file`).
     #[arg(long, value_name = "FILE")]
     pub sts_ca_file: Option<PathBuf>,
-    /// The plugin command. Default: the absolute path of this binary.
+    /// The plugin command. Default: `ram-authenticator`, found on kubectl's PATH.
     #[arg(long, value_name = "PATH")]
     pub command: Option<String>,
+    /// Pin the plugin command to the absolute path of this binary instead.
+    #[arg(long, conflicts_with = "command")]
+    pub absolute_path: bool,
+    /// A user that reads its bearer token from this file (`tokenFile:`, no plugin), for
+    /// workloads whose token file is kept fresh by `token`.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["role_arn", "session_name", "profile", "sts_endpoint", "region", "sts_ca_file", "command", "absolute_path"])]
+    pub token_file: Option<PathBuf>,
+    /// Merge the cluster, user and context into this kubeconfig (default: the first file of
+    /// $KUBECONFIG, else ~/.kube/config) and make the context current, instead of printing.
+    /// Other entries are left as they are; the old file is kept as FILE.<time>.bak.
+    #[arg(long, value_name = "FILE", num_args = 0..=1)]
+    pub write: Option<Option<PathBuf>>,
 }
 
 /// Logs to standard error (kubectl shows a plugin's stderr). `RUST_LOG` sets the level.
@@ -194,8 +222,12 @@ fn init_logging() {
 
 /// `token`: prints an ExecCredential (or the bare token).
 pub async fn token(args: TokenArgs) -> anyhow::Result<i32> {
+    token_with_env(args, credentials::process_env()).await
+}
+
+/// `token` over a given environment (`credential-plugin get-token` adjusts it).
+pub async fn token_with_env(args: TokenArgs, env: Env) -> anyhow::Result<i32> {
     init_logging();
-    let env = credentials::process_env();
     let out = run_token(&args, &env, &SystemClock).await?;
     let mut stdout = std::io::stdout().lock();
     stdout
@@ -294,69 +326,60 @@ async fn role_credentials(
     Ok(temp)
 }
 
-/// A usage error of `verify`: message on stderr, exit code 2.
-fn usage(message: impl std::fmt::Display) -> anyhow::Result<i32> {
-    eprintln!("error: {message}");
-    Ok(2)
-}
-
-fn read_token_input(args: &VerifyArgs) -> Result<String, String> {
+fn read_token_input(args: &VerifyArgs) -> anyhow::Result<String> {
     let read_stdin = || {
         let mut s = String::new();
         std::io::stdin()
             .take(64 * 1024)
             .read_to_string(&mut s)
             .map(|_| s)
-            .map_err(|e| format!("cannot read the token from standard input: {e}"))
+            .context("cannot read the token from standard input")
     };
     let raw = match (&args.token, &args.token_file) {
-        (Some(_), Some(_)) => return Err("give either --token or --token-file, not both".into()),
+        (Some(_), Some(_)) => return Err(usage("give either --token or --token-file, not both")),
         (None, None) => {
-            return Err("give the token with --token TOKEN, --token-file FILE or --token -".into())
+            return Err(usage(
+                "give the token with --token TOKEN, --token-file FILE or --token -",
+            ))
         }
         (Some(t), None) if t == "-" => read_stdin()?,
         (Some(t), None) => t.clone(),
         (None, Some(f)) if f.as_os_str() == "-" => read_stdin()?,
         (None, Some(f)) => std::fs::read_to_string(f)
-            .map_err(|e| format!("cannot read the token file {}: {e}", f.display()))?,
+            .with_context(|| format!("cannot read the token file {}", f.display()))?,
     };
-    verify::extract_token(&raw)
+    verify::extract_token(&raw).map_err(anyhow::Error::msg)
 }
 
-/// `verify`: exit 0 when the token is valid (and mapped, with `--config`), 1 when rejected, 2
-/// on usage errors.
+/// `verify`: exit 0 when the token is valid (and mapped, with `--config`), 1 when rejected or
+/// when an input cannot be read, 2 on usage errors.
 pub async fn verify(args: VerifyArgs) -> anyhow::Result<i32> {
     init_logging();
-    let token = match read_token_input(&args) {
-        Ok(t) => t,
-        Err(e) => return usage(e),
-    };
+    let token = read_token_input(&args)?;
     let config = match &args.config {
         None => None,
-        Some(path) => match crate::config::FileConfig::load(path) {
-            Ok(c) => Some(c),
-            Err(e) => return usage(e),
-        },
+        Some(path) => Some(crate::config::FileConfig::load(path)?),
     };
     let cluster_id = args
         .cluster_id
         .clone()
         .filter(|c| !c.trim().is_empty())
-        .or_else(|| config.as_ref().and_then(|c| c.cluster_id.clone()));
+        .or_else(|| config.as_ref().and_then(|c| c.cluster_id.clone()))
+        .filter(|c| !c.trim().is_empty());
     let Some(cluster_id) = cluster_id else {
-        return usage("give the cluster ID with --cluster-id (or clusterID in --config)");
+        return Err(usage(
+            "give the cluster ID with --cluster-id (or clusterID in --config)",
+        ));
     };
     let chain = match &config {
         None => None,
-        Some(c) => match crate::mapping::file::FileSource::from_config(c) {
-            Ok(source) => Some(crate::mapping::Chain::new(vec![Arc::new(source)])),
-            Err(e) => return usage(format!("config file: {e}")),
-        },
+        Some(c) => {
+            let source = crate::mapping::file::FileSource::from_config(c)
+                .map_err(|e| anyhow::anyhow!("config file: {e}"))?;
+            Some(crate::mapping::Chain::new(vec![Arc::new(source)]))
+        }
     };
-    let sts = match args.sts.client() {
-        Ok(s) => s,
-        Err(e) => return usage(format!("{e:#}")),
-    };
+    let sts = args.sts.client()?;
     let clock: Box<dyn Clock> = match args.now {
         Some(now) => Box::new(FixedClock(now)),
         None => Box::new(SystemClock),
@@ -366,11 +389,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<i32> {
         OutputFormat::Json => format!("{}\n", serde_json::to_string_pretty(&report)?),
         OutputFormat::Text => verify::render_text(&report),
     };
-    let mut stdout = std::io::stdout().lock();
-    stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-        .context("cannot write to standard output")?;
+    crate::output::emit(&text)?;
     Ok(if report.valid { 0 } else { 1 })
 }
 
@@ -408,40 +427,80 @@ fn absolute(p: &std::path::Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
-/// `kubeconfig`: prints the kubeconfig.
+/// `kubeconfig`: prints the kubeconfig, or merges it into a file with `--write`.
 pub fn kubeconfig(args: &KubeconfigArgs) -> anyhow::Result<i32> {
-    anyhow::ensure!(!args.cluster_id.trim().is_empty(), "--cluster-id is empty");
-    anyhow::ensure!(
-        args.server.starts_with("https://"),
-        "--server {:?} is not an https:// URL",
-        args.server
-    );
+    if args.cluster_id.trim().is_empty() {
+        return Err(usage("--cluster-id is empty"));
+    }
+    if !args.server.starts_with("https://") {
+        return Err(usage(format!(
+            "--server {:?} is not an https:// URL",
+            args.server
+        )));
+    }
     if let Some(role) = &args.role_arn {
-        assume_role::validate_role_arn(role)?;
+        assume_role::validate_role_arn(role).map_err(|e| usage(format!("--role-arn: {e}")))?;
     }
     if let Some(s) = &args.session_name {
-        assume_role::validate_session_name(s)?;
+        assume_role::validate_session_name(s).map_err(|e| usage(format!("--session-name: {e}")))?;
+    }
+    let name = args.name.as_deref().unwrap_or(&args.cluster_id);
+    if name.trim().is_empty() {
+        return Err(usage("--name is empty"));
     }
     let ca_pem = kubeconfig::read_ca(&args.ca_file)?;
-    let command = match &args.command {
-        Some(c) => c.clone(),
-        None => std::env::current_exe()
-            .ok()
-            .and_then(|p| p.canonicalize().ok())
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "ram-authenticator".to_string()),
+    let command = match (&args.command, args.absolute_path) {
+        (Some(c), _) => c.clone(),
+        (None, true) => std::env::current_exe()
+            .and_then(|p| p.canonicalize())
+            .context("cannot find the path of this binary for --absolute-path")?
+            .display()
+            .to_string(),
+        (None, false) => "ram-authenticator".to_string(),
     };
-    let name = args.name.as_deref().unwrap_or(&args.cluster_id);
-    let yaml = kubeconfig::render(&kubeconfig::Input {
+    let plugin_args = plugin_args(args);
+    let token_file = args
+        .token_file
+        .as_ref()
+        .map(|p| absolute(p).display().to_string());
+    let input = kubeconfig::Input {
         name,
         server: &args.server,
         ca_pem: &ca_pem,
-        command: &command,
-        args: &plugin_args(args),
-        exec_api_version: exec_credential::V1BETA1,
-    })?;
-    crate::output::emit(&yaml)?;
+        user: match &token_file {
+            Some(path) => kubeconfig::UserKind::TokenFile(path),
+            None => kubeconfig::UserKind::Exec {
+                command: &command,
+                args: &plugin_args,
+                api_version: exec_credential::V1BETA1,
+            },
+        },
+    };
+    let Some(write) = &args.write else {
+        crate::output::emit(&kubeconfig::render(&input)?)?;
+        return Ok(0);
+    };
+    let path = match write {
+        Some(p) => p.clone(),
+        None => default_kubeconfig_path()?,
+    };
+    let outcome = kubeconfig::write_merged(&path, &input)?;
+    crate::output::emit(&outcome.describe(&path, name))?;
     Ok(0)
+}
+
+/// The kubeconfig kubectl reads by default: the first file of `$KUBECONFIG`, else
+/// `~/.kube/config`.
+fn default_kubeconfig_path() -> anyhow::Result<PathBuf> {
+    if let Some(list) = std::env::var_os("KUBECONFIG") {
+        if let Some(first) = std::env::split_paths(&list).find(|p| !p.as_os_str().is_empty()) {
+            return Ok(first);
+        }
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| usage("HOME is not set: name the file with --write FILE"))?;
+    Ok(PathBuf::from(home).join(".kube").join("config"))
 }
 
 #[cfg(test)]
@@ -455,11 +514,12 @@ mod tests {
     fn token_args(extra: &[&str]) -> TokenArgs {
         let mut argv = vec!["ram-authenticator", "token", "--cluster-id", "c1"];
         argv.extend_from_slice(extra);
-        match crate::cli::Cli::try_parse_from(argv)
-            .expect("parse")
-            .command
-        {
-            crate::cli::Command::Token(a) => *a,
+        let cli = crate::cli::Cli::try_parse_from(argv).expect("parse");
+        match cli.command {
+            crate::cli::Command::Token(mut a) => {
+                a.cluster_id = cli.globals.cluster_id.expect("cluster ID");
+                *a
+            }
             _ => panic!("not token"),
         }
     }
@@ -542,7 +602,7 @@ mod tests {
 
     #[test]
     fn plugin_args_pass_options_through() {
-        let args = match crate::cli::Cli::try_parse_from([
+        let cli = crate::cli::Cli::try_parse_from([
             "ram-authenticator",
             "kubeconfig",
             "--cluster-id",
@@ -558,10 +618,12 @@ mod tests {
             "--format",
             "v1",
         ])
-        .expect("parse")
-        .command
-        {
-            crate::cli::Command::Kubeconfig(a) => a,
+        .expect("parse");
+        let args = match cli.command {
+            crate::cli::Command::Kubeconfig(mut a) => {
+                a.cluster_id = cli.globals.cluster_id.expect("cluster ID");
+                a
+            }
             _ => panic!("not kubeconfig"),
         };
         assert_eq!(

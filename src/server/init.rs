@@ -38,8 +38,8 @@ pub const CERT_VALIDITY_DAYS: i64 = 3650;
 /// Arguments of `init`.
 #[derive(Debug, Args)]
 pub struct InitArgs {
-    /// The cluster ID (recorded in the kubeconfig's cluster name).
-    #[arg(short = 'i', long, env = "ACK_CLUSTER_ID", value_parser = non_empty_cluster_id)]
+    /// The cluster ID (the root flag `-i/--cluster-id`, or clusterID of `--config`).
+    #[arg(skip)]
     pub cluster_id: String,
     /// Directory for cert.pem and key.pem.
     #[arg(long, default_value = ".")]
@@ -61,14 +61,6 @@ pub struct InitArgs {
     /// requires it.
     #[arg(long)]
     pub client_cert: bool,
-}
-
-fn non_empty_cluster_id(s: &str) -> Result<String, String> {
-    if s.trim().is_empty() {
-        Err("the cluster ID must not be empty".into())
-    } else {
-        Ok(s.to_string())
-    }
 }
 
 pub fn run(args: &InitArgs) -> anyhow::Result<i32> {
@@ -537,13 +529,6 @@ mod tests {
         std::fs::remove_file(dir.path().join(CLIENT_CA_KEY_FILE)).expect("rm");
         let third = ensure_client_cert(dir.path()).expect("new ca");
         assert_ne!(third.client.cert_pem, first.client.cert_pem);
-    }
-
-    #[test]
-    fn empty_cluster_id_is_a_usage_error() {
-        assert!(non_empty_cluster_id("").is_err());
-        assert!(non_empty_cluster_id("  ").is_err());
-        assert_eq!(non_empty_cluster_id("c1").as_deref(), Ok("c1"));
     }
 
     #[test]

@@ -37,14 +37,14 @@ pub use settings::Settings;
 /// Arguments of `server`. Each overrides the config file's key of the same meaning.
 #[derive(Debug, Args, Default)]
 pub struct ServerArgs {
-    /// Config file (YAML, ack-ram-authenticator's keys in any casing).
-    #[arg(short = 'c', long)]
+    /// Config file (the root flag `-c/--config`).
+    #[arg(skip)]
     pub config: Option<PathBuf>,
-    /// The cluster ID tokens must be bound to (config `clusterID`).
-    #[arg(short = 'i', long, env = "ACK_CLUSTER_ID")]
+    /// The cluster ID tokens must be bound to (the root flag `-i/--cluster-id`).
+    #[arg(skip)]
     pub cluster_id: Option<String>,
     /// HTTPS listen address [default: 127.0.0.1].
-    #[arg(long, alias = "bind")]
+    #[arg(short = 'b', long, visible_alias = "bind", value_parser = ip_address)]
     pub address: Option<String>,
     /// HTTPS port; 0 picks a free one [default: 21362].
     #[arg(long)]
@@ -62,7 +62,7 @@ pub struct ServerArgs {
     #[arg(long)]
     pub kubeconfig_pregenerated: bool,
     /// Mapping sources in order, comma-separated: MountedFile, ACKConfigMap, CRD [default: MountedFile].
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = backend_mode)]
     pub backend_mode: Vec<String>,
     /// Region: STS endpoint https://sts-vpc.<region>.aliyuncs.com.
     #[arg(long, env = "STS_REGION")]
@@ -86,21 +86,21 @@ pub struct ServerArgs {
     #[arg(long)]
     pub cache_ttl_seconds: Option<u64>,
     /// Identities cached at most [default: 100000].
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub cache_max_entries: Option<u64>,
     /// Timeout of one STS attempt, in milliseconds [default: 3000].
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub sts_timeout_ms: Option<u64>,
     /// Deadline of a review's STS work, retries included, in milliseconds [default: 8000].
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=25_000))]
     pub sts_deadline_ms: Option<u64>,
     /// STS calls in flight at once [default: 64].
     #[arg(long)]
     pub sts_max_concurrent: Option<usize>,
-    /// Open connections at most [default: 4096].
+    /// Open connections at most.
     #[arg(long, default_value_t = 4096)]
     pub max_connections: usize,
-    /// Reviews being answered at once; more wait [default: 1024].
+    /// Reviews being answered at once; more wait.
     #[arg(long, default_value_t = 1024)]
     pub max_concurrent_reviews: usize,
     /// How long in-flight reviews may take to finish after the first stop signal, in seconds.
@@ -109,8 +109,8 @@ pub struct ServerArgs {
     /// How often the config file and the serving certificate are checked for changes, in ms.
     #[arg(long, default_value_t = 2000)]
     pub reload_interval_ms: u64,
-    /// Log format.
-    #[arg(short = 'l', long, value_enum, default_value_t = LogFormat::Text)]
+    /// Log format (the root flag `-l/--log-format`).
+    #[arg(skip)]
     pub log_format: LogFormat,
     /// Mutual TLS: require every HTTPS client to present a certificate issued by a CA in this
     /// PEM file (reloaded when it changes) [default: <state-dir>/client-ca.pem if it exists].
@@ -129,28 +129,50 @@ pub struct ServerArgs {
     pub audit_allows: Option<crate::audit::AuditAllows>,
 }
 
-/// Arguments of `check-config`.
-#[derive(Debug, Args)]
-pub struct CheckConfigArgs {
-    /// Config file to check.
-    #[arg(short = 'c', long)]
-    pub config: PathBuf,
+/// `--address`: an IP address (the listener binds it as given).
+fn ip_address(s: &str) -> Result<String, String> {
+    let ip = s.trim().trim_start_matches('[').trim_end_matches(']');
+    ip.parse::<std::net::IpAddr>()
+        .map(|_| ip.to_string())
+        .map_err(|_| format!("{s:?} is not an IP address (such as 127.0.0.1 or ::1)"))
 }
 
-/// `check-config`: reads the file with the server's own rules and prints what it maps.
+/// `--backend-mode`: one of the known sources (checked as the command line is read).
+fn backend_mode(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Ok(String::new());
+    }
+    BackendMode::parse(s).map(|m| m.as_str().to_string())
+}
+
+/// Arguments of `check-config`: the server's own flags (and environment), so that the settings
+/// resolve exactly as `server` would resolve them.
+#[derive(Debug, Args)]
+pub struct CheckConfigArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// `check-config`: reads the file with the server's own rules, resolves the settings as
+/// `server` does and prints them with the mappings.
 pub fn check_config(args: &CheckConfigArgs) -> anyhow::Result<i32> {
-    let config = match FileConfig::load(&args.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(1);
-        }
+    let Some(path) = &args.server.config else {
+        return Err(crate::exit::usage(
+            "check-config needs the config file: --config FILE",
+        ));
     };
-    let settings = Settings::resolve(&ServerArgs::default(), Some(&config))?;
+    let config = FileConfig::load(path)?;
+    let settings = Settings::resolve(&args.server, Some(&config))?;
     use std::fmt::Write as _;
     let mut out = String::new();
-    let _ = writeln!(out, "config file {} is valid", args.config.display());
+    let _ = writeln!(out, "config file {} is valid", path.display());
     let _ = writeln!(out, "  clusterID: {}", settings.cluster_id);
+    let _ = writeln!(
+        out,
+        "  listen: {}:{} (health {})",
+        settings.address, settings.port, settings.health_address
+    );
+    let _ = writeln!(out, "  stateDir: {}", settings.state_dir.display());
     let _ = writeln!(
         out,
         "  backends: {}",
@@ -162,6 +184,12 @@ pub fn check_config(args: &CheckConfigArgs) -> anyhow::Result<i32> {
             .join(", ")
     );
     let _ = writeln!(out, "  STS endpoint: {}", settings.sts.endpoint);
+    if config.default_role.is_some() {
+        let _ = writeln!(
+            out,
+            "  defaultRole: read by `token` only; the server ignores it"
+        );
+    }
     for r in &config.server.map_roles {
         let _ = writeln!(
             out,

@@ -15,6 +15,9 @@
 //! `{"type":"ERROR","object":{"kind":"Status","code":410,"reason":"Expired",...}}` line.
 //! `sendInitialEvents` (streaming lists) is refused with 400: kube-rs' default watcher lists.
 //!
+//! Writes as a client makes them: `POST` on a collection (create), `PUT .../{name}` (replace,
+//! with the resourceVersion check) and `DELETE .../{name}`, for both collections.
+//!
 //! Test controls: create/update/delete objects (each bumps the resource version and records a
 //! watch event), [`FakeApiServer::expire_history`] (compact, and end open watches with the
 //! 410 ERROR event), [`FakeApiServer::drop_connections`] (reset every open connection),
@@ -137,6 +140,61 @@ impl Drop for ConnectionGuard {
 impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn put(&self, kind: Kind, name: &str, set: impl FnOnce(&mut Value)) -> u64 {
+        let mut st = self.lock();
+        st.rv += 1;
+        let rv = st.rv;
+        let key = (kind, name.to_string());
+        let (mut obj, event) = match st.objects.get(&key) {
+            Some(existing) => (existing.clone(), "MODIFIED"),
+            None => {
+                st.next_uid += 1;
+                let mut metadata = json!({
+                    "name": name,
+                    "uid": format!("00000000-0000-0000-0000-{:012}", st.next_uid),
+                    "creationTimestamp": "2026-01-01T00:00:00Z",
+                });
+                if kind == Kind::ConfigMap {
+                    metadata["namespace"] = json!("kube-system");
+                }
+                (
+                    json!({"apiVersion": kind.api_version(), "kind": kind.kind(), "metadata": metadata}),
+                    "ADDED",
+                )
+            }
+        };
+        set(&mut obj);
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        st.objects.insert(key, obj.clone());
+        st.history.push(HistoryEvent {
+            rv,
+            kind,
+            kind_of_event: event,
+            object: obj,
+        });
+        drop(st);
+        self.changed.send_modify(|v| *v = rv);
+        rv
+    }
+
+    /// Removes an object; returns the new version and the object as deleted.
+    fn delete(&self, kind: Kind, name: &str) -> Option<(u64, Value)> {
+        let mut st = self.lock();
+        let mut obj = st.objects.remove(&(kind, name.to_string()))?;
+        st.rv += 1;
+        let rv = st.rv;
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        st.history.push(HistoryEvent {
+            rv,
+            kind,
+            kind_of_event: "DELETED",
+            object: obj.clone(),
+        });
+        drop(st);
+        self.changed.send_modify(|v| *v = rv);
+        Some((rv, obj))
     }
 }
 
@@ -265,57 +323,20 @@ impl FakeApiServer {
     }
 
     fn put(&self, kind: Kind, name: &str, set: impl FnOnce(&mut Value)) -> u64 {
-        let mut st = self.shared.lock();
-        st.rv += 1;
-        let rv = st.rv;
-        let key = (kind, name.to_string());
-        let (mut obj, event) = match st.objects.get(&key) {
-            Some(existing) => (existing.clone(), "MODIFIED"),
-            None => {
-                st.next_uid += 1;
-                let mut metadata = json!({
-                    "name": name,
-                    "uid": format!("00000000-0000-0000-0000-{:012}", st.next_uid),
-                    "creationTimestamp": "2026-01-01T00:00:00Z",
-                });
-                if kind == Kind::ConfigMap {
-                    metadata["namespace"] = json!("kube-system");
-                }
-                (
-                    json!({"apiVersion": kind.api_version(), "kind": kind.kind(), "metadata": metadata}),
-                    "ADDED",
-                )
-            }
-        };
-        set(&mut obj);
-        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
-        st.objects.insert(key, obj.clone());
-        st.history.push(HistoryEvent {
-            rv,
-            kind,
-            kind_of_event: event,
-            object: obj,
-        });
-        drop(st);
-        self.shared.changed.send_modify(|v| *v = rv);
-        rv
+        self.shared.put(kind, name, set)
     }
 
     fn delete(&self, kind: Kind, name: &str) -> Option<u64> {
-        let mut st = self.shared.lock();
-        let mut obj = st.objects.remove(&(kind, name.to_string()))?;
-        st.rv += 1;
-        let rv = st.rv;
-        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
-        st.history.push(HistoryEvent {
-            rv,
-            kind,
-            kind_of_event: "DELETED",
-            object: obj,
-        });
-        drop(st);
-        self.shared.changed.send_modify(|v| *v = rv);
-        Some(rv)
+        self.shared.delete(kind, name).map(|(rv, _)| rv)
+    }
+
+    /// The stored ConfigMap.
+    pub fn configmap(&self, name: &str) -> Option<Value> {
+        self.shared
+            .lock()
+            .objects
+            .get(&(Kind::ConfigMap, name.to_string()))
+            .cloned()
     }
 
     // ---- faults ----
@@ -614,12 +635,108 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             };
             patch_status(&shared, name, &body)
         }
+        (Method::POST, []) | (Method::PUT, [_]) => {
+            let name = segments.first().map(|n| n.to_string());
+            match http_body_bytes(req).await {
+                Ok(b) => write_object(&shared, kind, name, &b),
+                Err(e) => status(StatusCode::BAD_REQUEST, "BadRequest", &e),
+            }
+        }
+        (Method::DELETE, [name]) => match shared.delete(kind, name) {
+            Some((_, obj)) => json_response(StatusCode::OK, &obj),
+            None => status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                &format!("{} {name:?} not found", kind.kind()),
+            ),
+        },
         _ => status(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",
             &format!("{method} {path} is not supported"),
         ),
     }
+}
+
+/// Create (`POST` on the collection, `name` = `None`: 409 when the name is taken) or replace
+/// (`PUT`: 404 when absent, 409 when `metadata.resourceVersion` is not the stored one). The
+/// body's `spec` (mappings) or `data` (ConfigMaps) is stored; the server sets the metadata.
+fn write_object(
+    shared: &Arc<Shared>,
+    kind: Kind,
+    name: Option<String>,
+    body: &[u8],
+) -> Response<Body> {
+    let obj: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string()),
+    };
+    let Some(object_name) = obj["metadata"]["name"].as_str().map(str::to_string) else {
+        return status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            "metadata.name is required",
+        );
+    };
+    let stored = shared
+        .lock()
+        .objects
+        .get(&(kind, object_name.clone()))
+        .cloned();
+    match (&name, &stored) {
+        (None, Some(_)) => {
+            return status(
+                StatusCode::CONFLICT,
+                "AlreadyExists",
+                &format!("{} {object_name:?} already exists", kind.kind()),
+            )
+        }
+        (Some(n), _) if *n != object_name => {
+            return status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "the name in the URL differs from metadata.name",
+            )
+        }
+        (Some(_), None) => {
+            return status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                &format!("{} {object_name:?} not found", kind.kind()),
+            )
+        }
+        (Some(_), Some(old)) => {
+            let sent = &obj["metadata"]["resourceVersion"];
+            if !sent.is_null() && *sent != old["metadata"]["resourceVersion"] {
+                return status(
+                    StatusCode::CONFLICT,
+                    "Conflict",
+                    "the object has been modified; please apply your changes to the latest version and try again",
+                );
+            }
+        }
+        (None, None) => {}
+    }
+    let field = if kind == Kind::Mapping {
+        "spec"
+    } else {
+        "data"
+    };
+    shared.put(kind, &object_name, |stored| {
+        stored[field] = obj[field].clone();
+    });
+    let answer = shared
+        .lock()
+        .objects
+        .get(&(kind, object_name))
+        .cloned()
+        .unwrap_or_default();
+    let code = if name.is_none() {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    json_response(code, &answer)
 }
 
 async fn http_body_bytes(req: Request<Incoming>) -> Result<Bytes, String> {

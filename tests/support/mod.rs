@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod fake_apiserver;
+pub mod kubectl_stack;
 
 use std::time::Duration;
 
