@@ -133,12 +133,14 @@ impl Home {
         self.path().join(".kube/cache/ram-authenticator")
     }
 
-    /// The binary with an empty environment but HOME (and USER) and `env`.
+    /// The binary with an empty environment but HOME (and USER) and `env`. The ECS metadata
+    /// service is off (tests touch loopback only).
     fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut cmd = Command::new(BIN);
         cmd.env_clear()
             .env("HOME", self.path())
             .env("USER", "tester")
+            .env("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
             .args(args)
             .stdin(Stdio::null());
         for (k, v) in env {

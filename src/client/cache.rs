@@ -59,6 +59,17 @@ pub fn key(parts: &KeyParts<'_>) -> String {
     hex::encode(&h.finalize()[..16])
 }
 
+/// The file name of an entry for credentials a source (`oidc`, `ecs`, `uri`, `external`)
+/// fetched with parameters `id`.
+pub fn source_key(kind: &str, id: &str) -> String {
+    let mut h = Sha256::new();
+    for part in ["source", kind, id] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Entry {
