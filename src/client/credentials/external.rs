@@ -23,6 +23,7 @@ pub struct ExternalCommand {
 }
 
 /// What the command printed.
+#[derive(Debug)]
 pub enum Output {
     /// Long-term keys (`AK`), or temporary ones without an expiration.
     Keys(Credentials),
@@ -163,7 +164,7 @@ mod tests {
             ),
             (b"SECRET not json", "not credentials JSON"),
         ] {
-            let e = parse(bad).err().expect("refused");
+            let e = parse(bad).expect_err("refused");
             assert!(e.contains(why), "{e}");
             assert!(!e.contains("SECRET"), "{e}");
         }

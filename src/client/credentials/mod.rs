@@ -1030,7 +1030,7 @@ pub(crate) mod tests {
             (br#"{"Code":"Success","AccessKeyId":"a","AccessKeySecret":"s","SecurityToken":"t","Expiration":"soon"}"#, "not a date"),
             (b"<html>SECRET</html>", "not the expected JSON"),
         ] {
-            let e = parse_code_credentials(bad).err().expect("refused");
+            let e = parse_code_credentials(bad).expect_err("refused");
             assert!(e.contains(why), "{e}");
             assert!(!e.contains("SECRET"));
         }
