@@ -277,7 +277,7 @@ def check_kubeconfig(docs: list[Any], root: Path, rel: str) -> str:
 def check_emulator_keys(docs: list[Any], root: Path, rel: str) -> str:
     if len(docs) != 1 or not isinstance(docs[0], dict):
         raise Failure("a keys file is one YAML mapping")
-    unknown = set(docs[0]) - {"keys", "roles"}
+    unknown = set(docs[0]) - {"keys", "roles", "oidcProviders", "ecsMetadata", "credentialsUri"}
     if unknown:
         raise Failure(f"unknown top-level keys: {sorted(unknown)}")
     if not isinstance(docs[0].get("keys"), list) or not docs[0]["keys"]:

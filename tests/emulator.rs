@@ -1001,6 +1001,14 @@ async fn bad_keys_files_exit_2_naming_the_problem() {
             "keys:\n  - {accessKeyId: A, accessKeySecret: s, identity: {type: Account, accountId: \"1\"}}\nroles:\n  - {arn: \"acs:ram::1:role/R\", roleId: \"9\", trustedAccessKeyIds: [B]}\n",
             "roles[0].trustedAccessKeyIds",
         ),
+        (
+            "keys:\n  - {accessKeyId: A, accessKeySecret: s, identity: {type: Account, accountId: \"1\"}}\noidcProviders:\n  - {arn: \"acs:ram::1:oidc-provider/p\", issuerUrl: \"https://i\", clientIds: [a], jwks: [{n: AQAB, e: AQAB}]}\n",
+            "oidcProviders[0].jwks[0].n is a 17-bit modulus",
+        ),
+        (
+            "keys:\n  - {accessKeyId: A, accessKeySecret: s, identity: {type: Account, accountId: \"1\"}}\necsMetadata: {roleArn: \"acs:ram::1:role/R\", instanceId: i-1}\n",
+            "ecsMetadata.roleArn",
+        ),
         ("keys: [}", "keys file"),
         ("", "no keys"),
     ];
@@ -1017,6 +1025,17 @@ async fn bad_keys_files_exit_2_naming_the_problem() {
             "names the file: {err}"
         );
     }
+    let keys = example_keys();
+    let (status, err) = Emulator::start_raw(&[
+        "--keys",
+        keys.to_str().expect("path"),
+        "--credentials-uri-code",
+        "",
+    ])
+    .err()
+    .expect("refused");
+    assert_eq!(status.and_then(|s| s.code()), Some(2));
+    assert!(err.contains("--credentials-uri-code"), "{err}");
     let (status, err) = Emulator::start_raw(&["--keys", "/nonexistent/keys.yaml"])
         .err()
         .expect("refused");
@@ -1086,4 +1105,689 @@ async fn sigterm_stops_cleanly_and_logs_name_keys_but_no_secrets() {
     for secret in secrets {
         assert!(!log.contains(&secret), "the log leaks {secret:?}:\n{log}");
     }
+}
+
+// ---- AssumeRoleWithOIDC, the ECS metadata and credentials-URI stand-ins ----------------------
+
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{
+    mint_oidc_jwt, oidc_other_key_path, sign_jwt, valid_oidc_jwt, ECS_INSTANCE_ID, ECS_ROLE_NAME,
+    OIDC_CLIENT_ID, OIDC_ISSUER, OIDC_KEY_ID, OIDC_PROVIDER_ARN, OIDC_ROLE_ARN, OIDC_SUBJECT,
+    URI_ROLE_NAME, URI_SESSION,
+};
+
+/// `AssumeRoleWithOIDC` parameters for `token` (unsigned), plus `extra`.
+fn oidc_params(token: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut params: Vec<(String, String)> = vec![
+        ("Action".into(), "AssumeRoleWithOIDC".into()),
+        ("Version".into(), "2015-04-01".into()),
+        ("Format".into(), "JSON".into()),
+        ("RoleArn".into(), OIDC_ROLE_ARN.into()),
+        ("OIDCProviderArn".into(), OIDC_PROVIDER_ARN.into()),
+        ("OIDCToken".into(), token.into()),
+        ("RoleSessionName".into(), "web-pod".into()),
+    ];
+    for (k, v) in extra {
+        match params.iter_mut().find(|(name, _)| name == k) {
+            Some(p) => p.1 = v.to_string(),
+            None => params.push((k.to_string(), v.to_string())),
+        }
+    }
+    params.retain(|(_, v)| !v.is_empty());
+    params
+}
+
+/// Sends an unsigned RPC call as a POST form body.
+async fn send_unsigned(url: &str, params: &[(String, String)]) -> Answer {
+    let body: Vec<String> = params
+        .iter()
+        .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
+        .collect();
+    let request = http()
+        .post(format!("{url}/"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.join("&"));
+    read(request.send().await.expect("send")).await
+}
+
+/// The (AccessKeyId, AccessKeySecret, SecurityToken) of a credentials JSON object.
+fn creds_of(json: &Value) -> (String, String, String) {
+    let get = |name: &str| {
+        json[name]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name} missing in {json}"))
+            .to_string()
+    };
+    (
+        get("AccessKeyId"),
+        get("AccessKeySecret"),
+        get("SecurityToken"),
+    )
+}
+
+/// Signs a v2 token with the credentials and asks the emulator who that is.
+async fn identity_of(emu: &Emulator, creds: &(String, String, String)) -> CallerIdentity {
+    emu.client()
+        .get_caller_identity(&v2_token((&creds.0, &creds.1), Some(&creds.2), &now()))
+        .await
+        .expect("the minted credentials verify")
+}
+
+#[tokio::test]
+async fn assume_role_with_oidc_mints_credentials_that_verify_as_the_role() {
+    let emu = Emulator::start(&[]);
+    let jwt = valid_oidc_jwt();
+    let answer = send_unsigned(&emu.url, &oidc_params(&jwt, &[("DurationSeconds", "900")])).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    let arn = format!("acs:ram::{ACCOUNT}:assumed-role/KubeWorkload/web-pod");
+    assert_eq!(answer.json["AssumedRoleUser"]["Arn"], arn.as_str());
+    assert_eq!(
+        answer.json["AssumedRoleUser"]["AssumedRoleId"],
+        "3004:web-pod"
+    );
+    assert!(answer.json["RequestId"].as_str().is_some());
+    let info = &answer.json["OIDCTokenInfo"];
+    assert_eq!(info["Subject"], OIDC_SUBJECT);
+    assert_eq!(info["Issuer"], OIDC_ISSUER);
+    assert_eq!(info["ClientIds"], OIDC_CLIENT_ID);
+    assert!(info["ExpirationTime"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z')));
+    let expiration = answer.json["Credentials"]["Expiration"]
+        .as_str()
+        .expect("Expiration");
+    let lasts = parse_utc(expiration).expect("date") - Utc::now();
+    assert!(
+        (TimeDelta::minutes(14)..=TimeDelta::minutes(16)).contains(&lasts),
+        "{lasts}"
+    );
+    let creds = creds_of(&answer.json["Credentials"]);
+    assert!(creds.0.starts_with("STS."), "{}", creds.0);
+    let identity = identity_of(&emu, &creds).await;
+    assert_eq!(identity.arn, arn);
+    assert_eq!(identity.identity_type.as_deref(), Some("AssumedRoleUser"));
+    assert_eq!(identity.principal_id.as_deref(), Some("3004:web-pod"));
+
+    // The same call as a GET query, and in the V3 style (x-acs-action), a policy attached.
+    let params = oidc_params(&jwt, &[("RoleSessionName", "via-get")]);
+    let qs: Vec<String> = params
+        .iter()
+        .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
+        .collect();
+    let answer = read(
+        http()
+            .get(format!("{}/?{}", emu.url, qs.join("&")))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    let params: Vec<(String, String)> = oidc_params(
+        &jwt,
+        &[
+            ("RoleSessionName", "via-v3"),
+            ("Policy", r#"{"Version":"1","Statement":[]}"#),
+        ],
+    )
+    .into_iter()
+    .filter(|(k, _)| k != "Action" && k != "Version")
+    .collect();
+    let qs: Vec<String> = params
+        .iter()
+        .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
+        .collect();
+    let answer = read(
+        http()
+            .post(format!("{}/?{}", emu.url, qs.join("&")))
+            .header("x-acs-action", "AssumeRoleWithOIDC")
+            .header("x-acs-version", "2015-04-01")
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    let identity = identity_of(&emu, &creds_of(&answer.json["Credentials"])).await;
+    assert_eq!(
+        identity.arn,
+        format!("acs:ram::{ACCOUNT}:assumed-role/KubeWorkload/via-v3")
+    );
+
+    let stats: Value = http()
+        .get(emu.admin("stats"))
+        .send()
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(stats["byAction"]["AssumeRoleWithOIDC"], 3, "{stats}");
+}
+
+#[tokio::test]
+async fn assume_role_with_oidc_refuses_bad_tokens_and_untrusted_subjects() {
+    let emu = Emulator::start(&[]);
+    let now_s = Utc::now().timestamp();
+    let header = serde_json::json!({"alg": "RS256", "kid": OIDC_KEY_ID});
+    let claims = |extra: Value| {
+        let mut c = serde_json::json!({
+            "iss": OIDC_ISSUER, "aud": OIDC_CLIENT_ID, "sub": OIDC_SUBJECT, "exp": now_s + 3600,
+        });
+        for (k, v) in extra.as_object().expect("object") {
+            c[k] = v.clone();
+        }
+        c
+    };
+    let other_key = sign_jwt(
+        &oidc_other_key_path(),
+        &header,
+        &claims(serde_json::json!({})),
+    );
+    let good = valid_oidc_jwt();
+    let mut parts = good.split('.');
+    let h = parts.next().expect("header").to_string();
+    let c = parts.next().expect("claims").to_string();
+    let hs256 = format!("{}.{c}.AAAA", base64_url(br#"{"alg":"HS256","typ":"JWT"}"#));
+    let alg_none = format!("{}.{c}.", base64_url(br#"{"alg":"none"}"#));
+    // A valid signature on other claims, pasted onto these claims.
+    let tampered = {
+        let other = mint_oidc_jwt(
+            OIDC_ISSUER,
+            OIDC_CLIENT_ID,
+            "system:serviceaccount:kube-system:x",
+            now_s + 3600,
+        );
+        let sig = other.rsplit('.').next().expect("sig").to_string();
+        format!("{h}.{c}.{sig}")
+    };
+    /// (token, parameters changed, status, code)
+    type Case<'a> = (String, Vec<(&'a str, &'a str)>, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            mint_oidc_jwt(OIDC_ISSUER, OIDC_CLIENT_ID, OIDC_SUBJECT, now_s - 10),
+            vec![],
+            401,
+            "AuthenticationFail.OIDCToken.Expired",
+        ),
+        (
+            other_key,
+            vec![],
+            401,
+            "AuthenticationFail.OIDCToken.InvalidSignature",
+        ),
+        (
+            tampered,
+            vec![],
+            401,
+            "AuthenticationFail.OIDCToken.InvalidSignature",
+        ),
+        (
+            mint_oidc_jwt(
+                "https://evil.example",
+                OIDC_CLIENT_ID,
+                OIDC_SUBJECT,
+                now_s + 3600,
+            ),
+            vec![],
+            401,
+            "AuthenticationFail.OIDCToken.IssuerNotMatch",
+        ),
+        (
+            mint_oidc_jwt(OIDC_ISSUER, "someone-else", OIDC_SUBJECT, now_s + 3600),
+            vec![],
+            401,
+            "AuthenticationFail.OIDCToken.AudienceNotMatch",
+        ),
+        (
+            mint_oidc_jwt(
+                OIDC_ISSUER,
+                OIDC_CLIENT_ID,
+                "system:serviceaccount:other:web",
+                now_s + 3600,
+            ),
+            vec![],
+            401,
+            "AuthenticationFail.NoPermission",
+        ),
+        (
+            sign_jwt(
+                &common::oidc_key_path(),
+                &header,
+                &claims(serde_json::json!({"nbf": now_s + 600})),
+            ),
+            vec![],
+            401,
+            "AuthenticationFail.OIDCToken.Invalid",
+        ),
+        (
+            sign_jwt(
+                &common::oidc_key_path(),
+                &header,
+                &claims(serde_json::json!({"exp": null})),
+            ),
+            vec![],
+            401,
+            "AuthenticationFail.OIDCToken.Invalid",
+        ),
+        (hs256, vec![], 401, "AuthenticationFail.OIDCToken.Invalid"),
+        (
+            alg_none,
+            vec![],
+            401,
+            "AuthenticationFail.OIDCToken.Invalid",
+        ),
+        (
+            "not-a-jwt".into(),
+            vec![],
+            401,
+            "AuthenticationFail.OIDCToken.Invalid",
+        ),
+        (
+            "a".repeat(17 * 1024),
+            vec![],
+            401,
+            "AuthenticationFail.OIDCToken.Invalid",
+        ),
+        (
+            String::new(),
+            vec![],
+            401,
+            "AuthenticationFail.OIDCToken.Invalid",
+        ),
+        (
+            good.clone(),
+            vec![(
+                "OIDCProviderArn",
+                "acs:ram::1234567890123456:oidc-provider/nope",
+            )],
+            401,
+            "AuthenticationFail.NoPermission",
+        ),
+        // KubeAdmin does not trust the provider.
+        (
+            good.clone(),
+            vec![("RoleArn", KUBE_ADMIN)],
+            401,
+            "AuthenticationFail.NoPermission",
+        ),
+        (
+            good.clone(),
+            vec![("RoleArn", "acs:ram::1234567890123456:role/Nope")],
+            404,
+            "EntityNotExist.Role",
+        ),
+        (good.clone(), vec![("RoleArn", "")], 400, "MissingParameter"),
+        (
+            good.clone(),
+            vec![("RoleSessionName", "")],
+            400,
+            "MissingParameter",
+        ),
+        (
+            good.clone(),
+            vec![("RoleSessionName", "a b")],
+            400,
+            "InvalidParameter.RoleSessionName",
+        ),
+        (
+            good.clone(),
+            vec![("DurationSeconds", "899")],
+            400,
+            "InvalidParameter.DurationSeconds",
+        ),
+        (
+            good.clone(),
+            vec![("Policy", "not json")],
+            400,
+            "InvalidParameter.PolicyGrammar",
+        ),
+        (
+            good.clone(),
+            vec![("Version", "2020-01-01")],
+            400,
+            "InvalidVersion",
+        ),
+    ];
+    // A policy of more than 2048 characters.
+    let long_policy = format!(
+        r#"{{"Version":"1","Statement":[],"Pad":"{}"}}"#,
+        "x".repeat(2048)
+    );
+    let mut cases = cases;
+    cases.push((
+        good.clone(),
+        vec![("Policy", &long_policy)],
+        400,
+        "InvalidParameter.PolicyGrammar",
+    ));
+    let started = Instant::now();
+    for (jwt, extra, status, code) in &cases {
+        let answer = send_unsigned(&emu.url, &oidc_params(jwt, extra)).await;
+        assert_eq!(
+            (answer.status, answer.code()),
+            (*status, *code),
+            "{extra:?}: {}",
+            answer.text
+        );
+        assert_error_shape(&answer, &[]);
+        if jwt.len() > 20 {
+            // Neither the token nor its signature is echoed.
+            let sig = jwt.rsplit('.').next().unwrap_or("");
+            assert!(!answer.text.contains(jwt.as_str()), "{}", answer.text);
+            assert!(
+                sig.len() < 8 || !answer.text.contains(sig),
+                "{}",
+                answer.text
+            );
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The token is never logged either.
+    assert!(!emu.stderr_text().contains(&good), "the log holds a token");
+}
+
+fn base64_url(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A metadata request: `PUT /latest/api/token` or a GET of a metadata path, with an optional
+/// token; returns (status, body).
+async fn metadata(url: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut request = http().request(method.parse().expect("method"), format!("{url}{path}"));
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let resp = request.send().await.expect("metadata request");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.expect("body"))
+}
+
+const TOKEN_PATH: &str = "/latest/api/token";
+const CREDS_PATH: &str = "/latest/meta-data/ram/security-credentials/";
+const TTL: &str = "X-aliyun-ecs-metadata-token-ttl-seconds";
+const TOKEN: &str = "X-aliyun-ecs-metadata-token";
+
+async fn set_metadata_mode(emu: &Emulator, mode: &str) {
+    let resp = http()
+        .post(emu.admin("metadata"))
+        .body(format!(r#"{{"mode":"{mode}"}}"#))
+        .send()
+        .await
+        .expect("admin");
+    assert_eq!(resp.status(), 200);
+}
+
+/// Fetches the role's credentials from the metadata service and checks they verify as the
+/// instance's role session.
+async fn check_metadata_credentials(emu: &Emulator, headers: &[(&str, &str)]) {
+    let (status, list) = metadata(&emu.url, "GET", CREDS_PATH, headers).await;
+    assert_eq!((status, list.as_str()), (200, ECS_ROLE_NAME));
+    let (status, body) = metadata(
+        &emu.url,
+        "GET",
+        &format!("{CREDS_PATH}{ECS_ROLE_NAME}"),
+        headers,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let json: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(json["Code"], "Success");
+    for field in ["Expiration", "LastUpdated"] {
+        let date = json[field].as_str().expect(field);
+        assert!(parse_utc(date).is_some() && date.ends_with('Z'), "{date}");
+    }
+    let identity = identity_of(emu, &creds_of(&json)).await;
+    assert_eq!(
+        identity.arn,
+        format!("acs:ram::{ACCOUNT}:assumed-role/{ECS_ROLE_NAME}/{ECS_INSTANCE_ID}")
+    );
+}
+
+#[tokio::test]
+async fn metadata_stand_in_hardened_and_plain_modes() {
+    let emu = Emulator::start(&[]);
+    // Default mode: hardened and plain requests are both answered.
+    let (status, token) = metadata(&emu.url, "PUT", TOKEN_PATH, &[(TTL, "60")]).await;
+    assert_eq!(status, 200);
+    assert!(token.len() >= 20, "{token}");
+    check_metadata_credentials(&emu, &[(TOKEN, &token)]).await;
+    check_metadata_credentials(&emu, &[]).await;
+    // A token it did not issue, a bad TTL, a GET of the token path, an unknown role.
+    assert_eq!(
+        metadata(&emu.url, "GET", CREDS_PATH, &[(TOKEN, "forged")])
+            .await
+            .0,
+        401
+    );
+    for ttl in ["0", "21601", "x"] {
+        assert_eq!(
+            metadata(&emu.url, "PUT", TOKEN_PATH, &[(TTL, ttl)]).await.0,
+            400
+        );
+    }
+    assert_eq!(metadata(&emu.url, "PUT", TOKEN_PATH, &[]).await.0, 400);
+    assert_eq!(
+        metadata(&emu.url, "GET", TOKEN_PATH, &[(TTL, "60")])
+            .await
+            .0,
+        405
+    );
+    assert_eq!(
+        metadata(&emu.url, "GET", &format!("{CREDS_PATH}Other"), &[])
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        metadata(&emu.url, "GET", "/latest/meta-data/instance-id", &[])
+            .await
+            .0,
+        404
+    );
+
+    // Hardened mode enforced: plain GETs get 403, tokens still work.
+    set_metadata_mode(&emu, "hardened").await;
+    let (status, _) = metadata(&emu.url, "GET", CREDS_PATH, &[]).await;
+    assert_eq!(status, 403);
+    let (status, _) = metadata(
+        &emu.url,
+        "GET",
+        &format!("{CREDS_PATH}{ECS_ROLE_NAME}"),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 403);
+    check_metadata_credentials(&emu, &[(TOKEN, &token)]).await;
+
+    // A service without hardened mode: the token PUT is not found, plain GETs work.
+    set_metadata_mode(&emu, "plain").await;
+    assert_eq!(
+        metadata(&emu.url, "PUT", TOKEN_PATH, &[(TTL, "60")])
+            .await
+            .0,
+        404
+    );
+    check_metadata_credentials(&emu, &[]).await;
+
+    let stats: Value = http()
+        .get(emu.admin("stats"))
+        .send()
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(stats["byMetadata"]["token"], 1, "{stats}");
+    assert_eq!(stats["byMetadata"]["hardened"], 4, "{stats}");
+    assert_eq!(stats["byMetadata"]["plain"], 4, "{stats}");
+    // The metadata requests are not STS requests.
+    assert_eq!(stats["byAction"].get("other"), None, "{stats}");
+
+    // Bad admin bodies are refused; reset returns to `any`.
+    let resp = http()
+        .post(emu.admin("metadata"))
+        .body(r#"{"mode":"sometimes"}"#)
+        .send()
+        .await
+        .expect("admin");
+    assert_eq!(resp.status(), 400);
+    http().post(emu.admin("reset")).send().await.expect("reset");
+    let mode: Value = http()
+        .get(emu.admin("metadata"))
+        .send()
+        .await
+        .expect("admin")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(mode["mode"], "any");
+}
+
+#[tokio::test]
+async fn metadata_stand_in_hardened_from_the_start_and_hang_mode() {
+    let emu = Emulator::start(&["--metadata-mode", "hardened"]);
+    assert_eq!(metadata(&emu.url, "GET", CREDS_PATH, &[]).await.0, 403);
+    let (status, token) = metadata(&emu.url, "PUT", TOKEN_PATH, &[(TTL, "60")]).await;
+    assert_eq!(status, 200);
+    check_metadata_credentials(&emu, &[(TOKEN, &token)]).await;
+
+    // `hang`: the connection is accepted but nothing is answered.
+    set_metadata_mode(&emu, "hang").await;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .expect("client");
+    let started = Instant::now();
+    for (method, path) in [("PUT", TOKEN_PATH), ("GET", CREDS_PATH)] {
+        let err = client
+            .request(
+                method.parse().expect("method"),
+                format!("{}{path}", emu.url),
+            )
+            .header(TTL, "60")
+            .send()
+            .await
+            .expect_err("no answer");
+        assert!(err.is_timeout(), "{err}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // STS itself still answers.
+    let identity = emu
+        .client()
+        .get_caller_identity(&v2_token(ALICE, None, &now()))
+        .await
+        .expect("STS answers");
+    assert!(identity.arn.ends_with("user/alice"));
+}
+
+async fn credentials_uri(emu: &Emulator) -> (u16, Value) {
+    let resp = http()
+        .get(format!("{}/credentials-uri", emu.url))
+        .send()
+        .await
+        .expect("credentials uri");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("json"))
+}
+
+async fn set_uri_answer(emu: &Emulator, body: &str) -> u16 {
+    http()
+        .post(emu.admin("credentials-uri"))
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("admin")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn credentials_uri_answers_credentials_or_the_code_it_is_told() {
+    let emu = Emulator::start(&[]);
+    let (status, json) = credentials_uri(&emu).await;
+    assert_eq!(status, 200);
+    assert_eq!(json["Code"], "Success");
+    let expiration = json["Expiration"].as_str().expect("Expiration");
+    assert_eq!(expiration.len(), 20, "YYYY-MM-DDThh:mm:ssZ: {expiration}");
+    assert!(parse_utc(expiration).is_some_and(|e| e > Utc::now()));
+    let identity = identity_of(&emu, &creds_of(&json)).await;
+    assert_eq!(
+        identity.arn,
+        format!("acs:ram::{ACCOUNT}:assumed-role/{URI_ROLE_NAME}/{URI_SESSION}")
+    );
+
+    assert_eq!(set_uri_answer(&emu, r#"{"code":"Failure"}"#).await, 200);
+    let (status, json) = credentials_uri(&emu).await;
+    assert_eq!((status, json["Code"].as_str()), (200, Some("Failure")));
+    assert!(json.get("AccessKeyId").is_none(), "{json}");
+    assert_eq!(
+        set_uri_answer(&emu, r#"{"code":"InternalError","status":500}"#).await,
+        200
+    );
+    let (status, json) = credentials_uri(&emu).await;
+    assert_eq!(
+        (status, json["Code"].as_str()),
+        (500, Some("InternalError"))
+    );
+    for bad in [
+        r#"{"code":""}"#,
+        r#"{"code":"X","status":99}"#,
+        r#"{"cod":"X"}"#,
+        "nope",
+    ] {
+        assert_eq!(set_uri_answer(&emu, bad).await, 400, "{bad}");
+    }
+    http().post(emu.admin("reset")).send().await.expect("reset");
+    assert_eq!(credentials_uri(&emu).await.1["Code"], "Success");
+    let stats: Value = http()
+        .get(emu.admin("stats"))
+        .send()
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        stats["credentialsUri"], 1,
+        "counted since the reset: {stats}"
+    );
+
+    // Told at start.
+    let emu = Emulator::start(&["--credentials-uri-code", "Failure"]);
+    assert_eq!(credentials_uri(&emu).await.1["Code"], "Failure");
+}
+
+#[tokio::test]
+async fn stand_ins_without_their_keys_file_entries_answer_404() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("keys.yaml");
+    std::fs::write(
+        &path,
+        "keys:\n  - {accessKeyId: A, accessKeySecret: s, identity: {type: Account, accountId: \"1\"}}\n",
+    )
+    .expect("write");
+    let emu = Emulator::start_raw(&["--keys", path.to_str().expect("path")])
+        .unwrap_or_else(|(_, e)| panic!("{e}"));
+    assert_eq!(metadata(&emu.url, "GET", CREDS_PATH, &[]).await.0, 404);
+    assert_eq!(
+        metadata(
+            &emu.url,
+            "GET",
+            &format!("{CREDS_PATH}{ECS_ROLE_NAME}"),
+            &[]
+        )
+        .await
+        .0,
+        404
+    );
+    let (status, json) = credentials_uri(&emu).await;
+    assert_eq!((status, json["Code"].as_str()), (404, Some("NotFound")));
+    assert!(json.get("AccessKeyId").is_none());
+    let answer = send_unsigned(&emu.url, &oidc_params(&valid_oidc_jwt(), &[])).await;
+    assert_eq!((answer.status, answer.code()), (404, "EntityNotExist.Role"));
 }

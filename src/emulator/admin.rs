@@ -112,11 +112,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The code counted for a request that succeeded.
 pub const SUCCESS_CODE: &str = "Success";
 
-/// Counts of STS requests (admin calls excluded).
+/// Counts of STS requests (admin calls excluded), and apart from them, of the stand-ins'.
 #[derive(Debug, Default)]
 pub struct Stats {
     requests: AtomicU64,
     by: Mutex<ByLabel>,
+    metadata: Mutex<BTreeMap<&'static str, u64>>,
+    credentials_uri: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -132,6 +134,13 @@ pub struct StatsSnapshot {
     pub requests: u64,
     pub by_action: BTreeMap<String, u64>,
     pub by_code: BTreeMap<String, u64>,
+    /// Metadata stand-in requests: `token` (tokens issued), `hardened` and `plain` (answered
+    /// with and without a token), `refused` (4xx), `hang` (left unanswered).
+    #[serde(default)]
+    pub by_metadata: BTreeMap<String, u64>,
+    /// Requests to the credentials URI.
+    #[serde(default)]
+    pub credentials_uri: u64,
 }
 
 impl Stats {
@@ -143,12 +152,27 @@ impl Stats {
         *by.code.entry(code).or_default() += 1;
     }
 
+    /// Counts one metadata stand-in request by its outcome.
+    pub fn record_metadata(&self, outcome: &'static str) {
+        *lock(&self.metadata).entry(outcome).or_default() += 1;
+    }
+
+    /// Counts one credentials-URI request.
+    pub fn record_credentials_uri(&self) {
+        self.credentials_uri.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn snapshot(&self) -> StatsSnapshot {
         let by = lock(&self.by);
         StatsSnapshot {
             requests: self.requests.load(Ordering::Relaxed),
             by_action: by.action.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             by_code: by.code.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            by_metadata: lock(&self.metadata)
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
+            credentials_uri: self.credentials_uri.load(Ordering::Relaxed),
         }
     }
 
@@ -157,6 +181,8 @@ impl Stats {
         self.requests.store(0, Ordering::Relaxed);
         by.action.clear();
         by.code.clear();
+        lock(&self.metadata).clear();
+        self.credentials_uri.store(0, Ordering::Relaxed);
     }
 }
 
@@ -221,7 +247,12 @@ mod tests {
         s.record("GetCallerIdentity", SUCCESS_CODE);
         s.record("GetCallerIdentity", "SignatureDoesNotMatch");
         s.record("AssumeRole", SUCCESS_CODE);
+        s.record_metadata("token");
+        s.record_metadata("token");
+        s.record_credentials_uri();
         let snap = s.snapshot();
+        assert_eq!(snap.by_metadata["token"], 2);
+        assert_eq!(snap.credentials_uri, 1);
         assert_eq!(snap.requests, 3);
         assert_eq!(snap.by_action["GetCallerIdentity"], 2);
         assert_eq!(snap.by_code[SUCCESS_CODE], 2);

@@ -1,6 +1,7 @@
 //! What STS does with a request: read it (v1 RPC or v2 `ACS3-HMAC-SHA256`), check the key, the
 //! date, the signature, the security token and the nonce, then answer `GetCallerIdentity` or
-//! `AssumeRole`. Plain code over plain types; the HTTP layer only converts.
+//! `AssumeRole`; or, unsigned, check an OIDC token and answer `AssumeRoleWithOIDC`. Plain code
+//! over plain types; the HTTP layer only converts.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -11,8 +12,9 @@ use rand::Rng as _;
 use serde::Serialize;
 
 use super::errors::{shorten, StsErrorCode};
-use super::keys::{IdentitySpec, Key, KeyStore};
+use super::keys::{IdentitySpec, Key, KeyStore, Role, StandInRole};
 use super::nonce::{NonceStore, DEFAULT_CAPACITY};
+use super::oidc::{self, TokenInfo};
 use crate::signing::acs3::{self, Authorization};
 use crate::signing::{constant_time_eq, percent_decode, rpc, sha256_hex};
 use crate::types::{format_utc, Clock, Secret};
@@ -23,6 +25,10 @@ pub const STS_VERSION: &str = "2015-04-01";
 pub const GET_CALLER_IDENTITY: &str = "GetCallerIdentity";
 /// `AssumeRole`.
 pub const ASSUME_ROLE: &str = "AssumeRole";
+/// `AssumeRoleWithOIDC` (not signed).
+pub const ASSUME_ROLE_WITH_OIDC: &str = "AssumeRoleWithOIDC";
+/// The longest `Policy` accepted.
+pub const MAX_POLICY_LEN: usize = 2048;
 /// How far a request date may be from the emulator's clock, either way.
 pub const MAX_SKEW: TimeDelta = TimeDelta::minutes(15);
 /// The most parameters a request may carry (query and form body together).
@@ -134,6 +140,7 @@ impl RequestInfo {
         match self.action.as_deref() {
             Some(GET_CALLER_IDENTITY) => GET_CALLER_IDENTITY,
             Some(ASSUME_ROLE) => ASSUME_ROLE,
+            Some(ASSUME_ROLE_WITH_OIDC) => ASSUME_ROLE_WITH_OIDC,
             Some(_) => "other",
             None => "none",
         }
@@ -145,6 +152,7 @@ impl RequestInfo {
 pub enum Reply {
     CallerIdentity(IdentitySpec),
     AssumeRole(AssumedRole),
+    AssumeRoleWithOidc(AssumedRole, TokenInfo),
 }
 
 /// Temporary credentials minted by `AssumeRole`.
@@ -233,6 +241,10 @@ impl Emulator {
         if req.path != "/" {
             return Err(StsErrorCode::ActionNotFound(shorten(req.path)));
         }
+        if is_oidc_call(req) {
+            info.action = Some(ASSUME_ROLE_WITH_OIDC.to_string());
+            return self.assume_role_with_oidc(req);
+        }
         let call = match info.scheme {
             Scheme::V1 => parse_v1(req, info)?,
             Scheme::V2 => parse_v2(req, info)?,
@@ -304,14 +316,7 @@ impl Emulator {
         if !valid_session_name(session) {
             return Err(StsErrorCode::InvalidRoleSessionName);
         }
-        let duration = match get("DurationSeconds") {
-            None => DEFAULT_DURATION,
-            Some(raw) => raw
-                .parse::<i64>()
-                .ok()
-                .filter(|d| (MIN_DURATION..=MAX_DURATION).contains(d))
-                .ok_or_else(|| StsErrorCode::InvalidDurationSeconds(shorten(raw)))?,
-        };
+        let duration = duration_param(get("DurationSeconds"))?;
         let role = self
             .store
             .role(arn)
@@ -339,6 +344,18 @@ impl Emulator {
             _ => {}
         }
 
+        self.mint(role, session, duration, now)
+    }
+
+    /// Mints temporary credentials of `role` for `session`, valid `duration` seconds; they
+    /// verify as `acs:ram::<acct>:assumed-role/<role>/<session>` until they expire.
+    fn mint(
+        &self,
+        role: &Role,
+        session: &str,
+        duration: i64,
+        now: DateTime<Utc>,
+    ) -> Result<AssumedRole, StsErrorCode> {
         let mut rng = rand::rng();
         let access_key_id = format!("STS.{}", random_alphanumeric(&mut rng, 24));
         let secret = Secret::new(random_alphanumeric(&mut rng, 40));
@@ -387,6 +404,136 @@ impl Emulator {
             security_token: token,
             expiration: format_utc(expiration),
         })
+    }
+}
+
+impl Emulator {
+    /// Fresh credentials for a stand-in's role (ECS metadata, credentials URI), valid for its
+    /// `durationSeconds` from now.
+    pub fn mint_stand_in(&self, stand_in: &StandInRole) -> Result<AssumedRole, StsErrorCode> {
+        let role = self
+            .store
+            .roles
+            .get(&stand_in.role)
+            .ok_or(StsErrorCode::InternalError)?;
+        self.mint(
+            role,
+            &stand_in.session_name,
+            stand_in.duration_seconds,
+            self.clock.now(),
+        )
+    }
+
+    /// The ECS metadata stand-in's role, when the keys file has one.
+    pub fn ecs_metadata(&self) -> Option<&StandInRole> {
+        self.store.ecs_metadata.as_ref()
+    }
+
+    /// The credentials URI's role, when the keys file has one.
+    pub fn credentials_uri(&self) -> Option<&StandInRole> {
+        self.store.credentials_uri.as_ref()
+    }
+
+    /// `AssumeRoleWithOIDC`: the parameters, the role, the provider, the token, the trust.
+    fn assume_role_with_oidc(&self, req: &Request<'_>) -> Result<Reply, StsErrorCode> {
+        let mut params = Vec::new();
+        parse_pairs(req.query, &mut params)?;
+        if !req.body.is_empty() && req.is_form_body() {
+            let body = std::str::from_utf8(req.body).map_err(|_| StsErrorCode::MalformedQuery)?;
+            parse_pairs(body, &mut params)?;
+        }
+        reject_duplicates(&params)?;
+        let get = |name: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+                .filter(|v| !v.is_empty())
+        };
+        let require =
+            |name: &str| get(name).ok_or_else(|| StsErrorCode::MissingParameter(name.to_string()));
+        let version = get("Version")
+            .or_else(|| req.header("x-acs-version"))
+            .ok_or_else(|| StsErrorCode::MissingParameter("Version".into()))?;
+        if version != STS_VERSION {
+            return Err(StsErrorCode::InvalidVersion(shorten(version)));
+        }
+        let role_arn = require("RoleArn")?;
+        let provider_arn = require("OIDCProviderArn")?;
+        let token = get("OIDCToken").ok_or_else(|| {
+            StsErrorCode::OidcTokenInvalid("the OIDCToken can not be empty".into())
+        })?;
+        let session = require("RoleSessionName")?;
+        if !valid_session_name(session) {
+            return Err(StsErrorCode::InvalidRoleSessionName);
+        }
+        let duration = duration_param(get("DurationSeconds"))?;
+        if let Some(policy) = get("Policy") {
+            let is_object = policy.len() <= MAX_POLICY_LEN
+                && serde_json::from_str::<serde_json::Value>(policy).is_ok_and(|v| v.is_object());
+            if !is_object {
+                return Err(StsErrorCode::InvalidPolicy);
+            }
+        }
+        let role = self
+            .store
+            .role(role_arn)
+            .ok_or_else(|| StsErrorCode::RoleNotFound(shorten(role_arn)))?;
+        let provider = self.store.oidc_provider(provider_arn).ok_or_else(|| {
+            StsErrorCode::AuthNoPermission("No such OIDC Provider registered.".into())
+        })?;
+        let now = self.clock.now();
+        let info = oidc::verify(token, provider, now)?;
+        if !role
+            .trusted_oidc_providers
+            .contains(&provider.arn.to_lowercase())
+        {
+            return Err(StsErrorCode::AuthNoPermission(format!(
+                "role {} does not trust the OIDC provider {}.",
+                role.arn, provider.arn
+            )));
+        }
+        if let Some(subjects) = &role.oidc_subjects {
+            if !subjects.iter().any(|p| oidc::glob_match(p, &info.subject)) {
+                return Err(StsErrorCode::AuthNoPermission(format!(
+                    "the token's subject {:?} is not allowed to assume role {}.",
+                    shorten(&info.subject),
+                    role.arn
+                )));
+            }
+        }
+        let creds = self.mint(role, session, duration, now)?;
+        Ok(Reply::AssumeRoleWithOidc(creds, info))
+    }
+}
+
+/// Whether a request is an (unsigned) `AssumeRoleWithOIDC` call: by its `x-acs-action` header
+/// or its `Action` parameter.
+fn is_oidc_call(req: &Request<'_>) -> bool {
+    if let Some(action) = req.header("x-acs-action") {
+        return action == ASSUME_ROLE_WITH_OIDC;
+    }
+    let mut params = Vec::new();
+    let _ = parse_pairs(req.query, &mut params);
+    if !req.body.is_empty() && req.is_form_body() {
+        if let Ok(body) = std::str::from_utf8(req.body) {
+            let _ = parse_pairs(body, &mut params);
+        }
+    }
+    params
+        .iter()
+        .any(|(k, v)| k == "Action" && v == ASSUME_ROLE_WITH_OIDC)
+}
+
+/// `DurationSeconds`: 900..43200, default 3600.
+fn duration_param(raw: Option<&str>) -> Result<i64, StsErrorCode> {
+    match raw {
+        None => Ok(DEFAULT_DURATION),
+        Some(raw) => raw
+            .parse::<i64>()
+            .ok()
+            .filter(|d| (MIN_DURATION..=MAX_DURATION).contains(d))
+            .ok_or_else(|| StsErrorCode::InvalidDurationSeconds(shorten(raw))),
     }
 }
 
@@ -649,6 +796,28 @@ struct AssumeRoleBody<'a> {
 
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
+struct AssumeRoleWithOidcBody<'a> {
+    request_id: &'a str,
+    assumed_role_user: AssumedRoleUserBody<'a>,
+    credentials: CredentialsBody<'a>,
+    #[serde(rename = "OIDCTokenInfo")]
+    oidc_token_info: OidcTokenInfoBody,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct OidcTokenInfoBody {
+    subject: String,
+    issuer: String,
+    /// Comma-separated, as STS writes them.
+    client_ids: String,
+    expiration_time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issuance_time: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
 struct AssumedRoleUserBody<'a> {
     arn: &'a str,
     assumed_role_id: &'a str,
@@ -663,6 +832,24 @@ struct CredentialsBody<'a> {
     expiration: &'a str,
 }
 
+impl AssumedRole {
+    fn user_body(&self) -> AssumedRoleUserBody<'_> {
+        AssumedRoleUserBody {
+            arn: &self.arn,
+            assumed_role_id: &self.assumed_role_id,
+        }
+    }
+
+    fn credentials_body(&self) -> CredentialsBody<'_> {
+        CredentialsBody {
+            access_key_id: &self.access_key_id,
+            access_key_secret: self.access_key_secret.expose(),
+            security_token: self.security_token.expose(),
+            expiration: &self.expiration,
+        }
+    }
+}
+
 /// The HTTP status and JSON body of an answer.
 pub fn render(result: &Result<Reply, StsErrorCode>, request_id: &str) -> (u16, Vec<u8>) {
     let json = match result {
@@ -671,15 +858,19 @@ pub fn render(result: &Result<Reply, StsErrorCode>, request_id: &str) -> (u16, V
         }
         Ok(Reply::AssumeRole(a)) => serde_json::to_vec(&AssumeRoleBody {
             request_id,
-            assumed_role_user: AssumedRoleUserBody {
-                arn: &a.arn,
-                assumed_role_id: &a.assumed_role_id,
-            },
-            credentials: CredentialsBody {
-                access_key_id: &a.access_key_id,
-                access_key_secret: a.access_key_secret.expose(),
-                security_token: a.security_token.expose(),
-                expiration: &a.expiration,
+            assumed_role_user: a.user_body(),
+            credentials: a.credentials_body(),
+        }),
+        Ok(Reply::AssumeRoleWithOidc(a, info)) => serde_json::to_vec(&AssumeRoleWithOidcBody {
+            request_id,
+            assumed_role_user: a.user_body(),
+            credentials: a.credentials_body(),
+            oidc_token_info: OidcTokenInfoBody {
+                subject: info.subject.clone(),
+                issuer: info.issuer.clone(),
+                client_ids: info.client_ids.join(","),
+                expiration_time: format_utc(info.expiration),
+                issuance_time: info.issued_at.map(format_utc),
             },
         }),
         Err(e) => serde_json::to_vec(&e.body(request_id)),

@@ -61,6 +61,22 @@ pub enum StsErrorCode {
     NoPermission(String),
     #[error("HTTP method {0} is not supported; use GET or POST.")]
     UnsupportedMethod(String),
+    #[error("The OIDCToken is invalid: {0}.")]
+    OidcTokenInvalid(String),
+    #[error("OIDC token validate failed: invalid signature.")]
+    OidcTokenSignature,
+    #[error("This JsonWebToken is expired.")]
+    OidcTokenExpired,
+    #[error("Invalid issuer: the token's iss is not the issuer URL of the OIDC provider.")]
+    OidcIssuerNotMatch,
+    #[error(
+        "Invalid audience: the token's aud holds none of the client IDs of the OIDC provider."
+    )]
+    OidcAudienceNotMatch,
+    #[error("There is no permission: {0}")]
+    AuthNoPermission(String),
+    #[error("The parameter Policy is not a JSON policy document of at most 2048 characters.")]
+    InvalidPolicy,
     #[error("Request was denied due to user flow control.")]
     Throttling,
     #[error("The request processing has failed due to some unknown error, exception or failure.")]
@@ -93,6 +109,13 @@ impl StsErrorCode {
             Self::RoleNotFound(_) => "EntityNotExist.Role",
             Self::NoPermission(_) => "NoPermission",
             Self::UnsupportedMethod(_) => "UnsupportedHTTPMethod",
+            Self::OidcTokenInvalid(_) => "AuthenticationFail.OIDCToken.Invalid",
+            Self::OidcTokenSignature => "AuthenticationFail.OIDCToken.InvalidSignature",
+            Self::OidcTokenExpired => "AuthenticationFail.OIDCToken.Expired",
+            Self::OidcIssuerNotMatch => "AuthenticationFail.OIDCToken.IssuerNotMatch",
+            Self::OidcAudienceNotMatch => "AuthenticationFail.OIDCToken.AudienceNotMatch",
+            Self::AuthNoPermission(_) => "AuthenticationFail.NoPermission",
+            Self::InvalidPolicy => "InvalidParameter.PolicyGrammar",
             Self::Throttling => "Throttling.User",
             Self::InternalError => "InternalError",
         }
@@ -103,6 +126,12 @@ impl StsErrorCode {
         match self {
             Self::AccessKeyNotFound | Self::ActionNotFound(_) | Self::RoleNotFound(_) => 404,
             Self::NoPermission(_) => 403,
+            Self::OidcTokenInvalid(_)
+            | Self::OidcTokenSignature
+            | Self::OidcTokenExpired
+            | Self::OidcIssuerNotMatch
+            | Self::OidcAudienceNotMatch
+            | Self::AuthNoPermission(_) => 401,
             Self::UnsupportedMethod(_) => 405,
             Self::InternalError => 500,
             // STS answers throttling with 400, not 429.

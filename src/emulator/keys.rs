@@ -1,5 +1,29 @@
-//! The keys file: the AccessKeys the emulator knows, the identity behind each, and the roles
-//! `AssumeRole` may assume. See `examples/emulator-keys.yaml` for a documented example.
+//! The keys file: the AccessKeys the emulator knows, the identity behind each, the roles
+//! `AssumeRole` may assume, the OIDC providers `AssumeRoleWithOIDC` trusts, and the roles behind
+//! the ECS metadata and credentials-URI stand-ins. See `examples/emulator-keys.yaml` for a
+//! documented example.
+//!
+//! ```yaml
+//! oidcProviders:                 # for AssumeRoleWithOIDC (optional)
+//!   - arn: acs:ram::<acct>:oidc-provider/<name>   # OIDCProviderArn, matched without case
+//!     issuerUrl: https://oidc.example/<id>       # the JWT's `iss` must equal it
+//!     clientIds: [sts.aliyuncs.com]             # the JWT's `aud` must hold one of them
+//!     jwks:                                     # RS256 verification keys (JWK members)
+//!       - {kid: key-1, n: <base64url modulus, 2048..8192 bits>, e: AQAB}
+//! roles:
+//!   - arn: acs:ram::<acct>:role/<name>
+//!     roleId: "3004"
+//!     trustedOidcProviderArns: [acs:ram::<acct>:oidc-provider/<name>]  # optional
+//!     oidcSubjects: ["system:serviceaccount:apps:*"]   # optional globs on `sub` (`*`, `?`)
+//! ecsMetadata:                   # the ECS metadata stand-in (optional)
+//!   roleArn: acs:ram::<acct>:role/<name>   # one of `roles`; listed by its name
+//!   instanceId: i-emulator0000000001       # session name of the minted credentials
+//!   durationSeconds: 21600                 # optional, 60..43200
+//! credentialsUri:                # the credentials-URI stand-in (optional)
+//!   roleArn: acs:ram::<acct>:role/<name>   # one of `roles`
+//!   sessionName: credentials-uri           # optional, this default
+//!   durationSeconds: 3600                  # optional, 60..43200
+//! ```
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -22,6 +46,76 @@ pub struct KeysFile {
     /// Roles that `AssumeRole` may assume.
     #[serde(default)]
     pub roles: Vec<RoleEntry>,
+    /// OIDC identity providers `AssumeRoleWithOIDC` accepts tokens of.
+    #[serde(default, rename = "oidcProviders")]
+    pub oidc_providers: Vec<OidcProviderEntry>,
+    /// The role the ECS metadata stand-in hands out.
+    #[serde(default, rename = "ecsMetadata")]
+    pub ecs_metadata: Option<EcsMetadataEntry>,
+    /// The role the credentials-URI stand-in hands out.
+    #[serde(default, rename = "credentialsUri")]
+    pub credentials_uri: Option<CredentialsUriEntry>,
+}
+
+/// One OIDC identity provider.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OidcProviderEntry {
+    /// `acs:ram::<account>:oidc-provider/<name>`; matched without case.
+    pub arn: String,
+    /// The exact `iss` of its tokens.
+    pub issuer_url: String,
+    /// The audiences accepted: a token's `aud` must hold at least one.
+    pub client_ids: Vec<String>,
+    /// Its RS256 signing keys.
+    pub jwks: Vec<JwkEntry>,
+}
+
+/// An RSA public key in JWK form (RFC 7517 members; `n` and `e` base64url without padding).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwkEntry {
+    /// Matched against the JWT header's `kid` when both are set.
+    #[serde(default)]
+    pub kid: Option<String>,
+    /// `RSA` when set.
+    #[serde(default)]
+    pub kty: Option<String>,
+    /// `RS256` when set.
+    #[serde(default)]
+    pub alg: Option<String>,
+    /// `sig` when set.
+    #[serde(default, rename = "use")]
+    pub use_: Option<String>,
+    pub n: String,
+    pub e: String,
+}
+
+/// The ECS instance whose metadata service is emulated.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EcsMetadataEntry {
+    /// One of `roles`; the metadata service lists its name.
+    pub role_arn: String,
+    /// The instance ID, used as the session name of the credentials it hands out.
+    pub instance_id: String,
+    /// Life of the credentials it hands out (60..43200, default 21600).
+    #[serde(default)]
+    pub duration_seconds: Option<i64>,
+}
+
+/// The identity behind the credentials URI.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CredentialsUriEntry {
+    /// One of `roles`.
+    pub role_arn: String,
+    /// The session name of the credentials it hands out (default `credentials-uri`).
+    #[serde(default)]
+    pub session_name: Option<String>,
+    /// Life of the credentials it hands out (60..43200, default 3600).
+    #[serde(default)]
+    pub duration_seconds: Option<i64>,
 }
 
 /// One AccessKey.
@@ -130,6 +224,13 @@ pub struct RoleEntry {
     /// Who may assume the role; absent means any key whose identity is in the role's account.
     #[serde(default)]
     pub trusted_access_key_ids: Option<Vec<String>>,
+    /// OIDC providers whose tokens may assume the role (`AssumeRoleWithOIDC`); absent: none.
+    #[serde(default)]
+    pub trusted_oidc_provider_arns: Vec<String>,
+    /// Globs (`*` any run, `?` one character) one of which the token's `sub` must match;
+    /// absent: any subject.
+    #[serde(default)]
+    pub oidc_subjects: Option<Vec<String>>,
 }
 
 /// A usable key: what verification needs.
@@ -151,6 +252,40 @@ pub struct Role {
     pub role_name: String,
     pub role_id: String,
     pub trusted_access_key_ids: Option<Vec<String>>,
+    /// Lower-cased ARNs of the OIDC providers it trusts.
+    pub trusted_oidc_providers: Vec<String>,
+    pub oidc_subjects: Option<Vec<String>>,
+}
+
+/// A checked OIDC provider.
+#[derive(Debug, Clone)]
+pub struct OidcProvider {
+    /// The ARN as configured.
+    pub arn: String,
+    pub issuer_url: String,
+    pub client_ids: Vec<String>,
+    pub keys: Vec<RsaKey>,
+}
+
+/// A checked RS256 public key.
+#[derive(Debug, Clone)]
+pub struct RsaKey {
+    pub kid: Option<String>,
+    /// Big-endian modulus.
+    pub n: Vec<u8>,
+    /// Big-endian public exponent.
+    pub e: Vec<u8>,
+}
+
+/// A role handed out by a stand-in (ECS metadata or credentials URI).
+#[derive(Debug, Clone)]
+pub struct StandInRole {
+    /// Lower-cased ARN of one of the roles.
+    pub role: String,
+    /// The name the metadata service lists (the role's name).
+    pub role_name: String,
+    pub session_name: String,
+    pub duration_seconds: i64,
 }
 
 /// The checked contents of a keys file.
@@ -159,7 +294,21 @@ pub struct KeyStore {
     pub keys: HashMap<String, Arc<Key>>,
     /// Keyed by the lower-cased ARN.
     pub roles: HashMap<String, Role>,
+    /// Keyed by the lower-cased ARN.
+    pub oidc_providers: HashMap<String, OidcProvider>,
+    pub ecs_metadata: Option<StandInRole>,
+    pub credentials_uri: Option<StandInRole>,
 }
+
+/// Bounds of `durationSeconds` of the stand-ins.
+pub const STAND_IN_MIN_DURATION: i64 = 60;
+pub const STAND_IN_MAX_DURATION: i64 = 43_200;
+/// Default life of ECS metadata credentials (what ECS hands out).
+pub const ECS_DEFAULT_DURATION: i64 = 21_600;
+/// Default life of credentials-URI credentials.
+pub const URI_DEFAULT_DURATION: i64 = 3_600;
+/// Default session name of credentials-URI credentials.
+pub const URI_DEFAULT_SESSION: &str = "credentials-uri";
 
 /// Why a keys file cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -267,6 +416,7 @@ impl KeyStore {
                 ));
             }
         }
+        let oidc_providers = check_oidc_providers(file.oidc_providers)?;
         let mut roles = HashMap::new();
         for (i, entry) in file.roles.into_iter().enumerate() {
             let at = format!("roles[{i}]");
@@ -286,12 +436,34 @@ impl KeyStore {
                     ));
                 }
             }
+            let mut trusted_oidc_providers = Vec::new();
+            for (j, provider) in entry.trusted_oidc_provider_arns.iter().enumerate() {
+                let lower = provider.trim().to_lowercase();
+                if !oidc_providers.contains_key(&lower) {
+                    return Err(format!(
+                        "{at}.trustedOidcProviderArns[{j}] names {provider:?}, which is not in oidcProviders"
+                    ));
+                }
+                trusted_oidc_providers.push(lower);
+            }
+            if let Some(subjects) = &entry.oidc_subjects {
+                if subjects.is_empty() {
+                    return Err(format!(
+                        "{at}.oidcSubjects is empty (remove it to accept any subject)"
+                    ));
+                }
+                if let Some(j) = subjects.iter().position(|s| s.is_empty()) {
+                    return Err(format!("{at}.oidcSubjects[{j}] is empty"));
+                }
+            }
             let role = Role {
                 arn: entry.arn.trim().to_string(),
                 account_id: arn.account_id.clone(),
                 role_name: role_name.clone(),
                 role_id: entry.role_id,
                 trusted_access_key_ids: entry.trusted_access_key_ids,
+                trusted_oidc_providers,
+                oidc_subjects: entry.oidc_subjects,
             };
             if roles.insert(role.arn.to_lowercase(), role).is_some() {
                 return Err(format!(
@@ -300,13 +472,163 @@ impl KeyStore {
                 ));
             }
         }
-        Ok(Self { keys, roles })
+        let ecs_metadata = match file.ecs_metadata {
+            None => None,
+            Some(e) => {
+                check_name("ecsMetadata.instanceId", &e.instance_id)?;
+                Some(stand_in(
+                    "ecsMetadata",
+                    &roles,
+                    &e.role_arn,
+                    e.instance_id,
+                    e.duration_seconds.unwrap_or(ECS_DEFAULT_DURATION),
+                )?)
+            }
+        };
+        let credentials_uri = match file.credentials_uri {
+            None => None,
+            Some(u) => {
+                let session = u
+                    .session_name
+                    .unwrap_or_else(|| URI_DEFAULT_SESSION.to_string());
+                check_name("credentialsUri.sessionName", &session)?;
+                Some(stand_in(
+                    "credentialsUri",
+                    &roles,
+                    &u.role_arn,
+                    session,
+                    u.duration_seconds.unwrap_or(URI_DEFAULT_DURATION),
+                )?)
+            }
+        };
+        Ok(Self {
+            keys,
+            roles,
+            oidc_providers,
+            ecs_metadata,
+            credentials_uri,
+        })
+    }
+
+    /// The OIDC provider with this ARN, compared without case.
+    pub fn oidc_provider(&self, arn: &str) -> Option<&OidcProvider> {
+        self.oidc_providers.get(&arn.trim().to_lowercase())
     }
 
     /// The role with this ARN, compared without case.
     pub fn role(&self, arn: &str) -> Option<&Role> {
         self.roles.get(&arn.trim().to_lowercase())
     }
+}
+
+fn check_oidc_providers(
+    entries: Vec<OidcProviderEntry>,
+) -> Result<HashMap<String, OidcProvider>, String> {
+    let mut providers = HashMap::new();
+    for (i, entry) in entries.into_iter().enumerate() {
+        let at = format!("oidcProviders[{i}]");
+        let arn = Arn::parse(entry.arn.trim()).map_err(|e| format!("{at}.arn: {e}"))?;
+        let is_provider = matches!(&arn.resource, Resource::Other(r)
+            if r.len() > "oidc-provider/".len()
+                && r.get(..14).is_some_and(|p| p.eq_ignore_ascii_case("oidc-provider/")));
+        if !is_provider {
+            return Err(format!(
+                "{at}.arn {:?} is not an OIDC provider ARN (acs:ram::<account>:oidc-provider/<name>)",
+                entry.arn
+            ));
+        }
+        check_account(&format!("{at}.arn"), &arn.account_id)?;
+        check_name(&format!("{at}.issuerUrl"), &entry.issuer_url)?;
+        if entry.client_ids.is_empty() {
+            return Err(format!(
+                "{at}.clientIds is empty (list at least one audience)"
+            ));
+        }
+        if let Some(j) = entry.client_ids.iter().position(|c| c.is_empty()) {
+            return Err(format!("{at}.clientIds[{j}] is empty"));
+        }
+        if entry.jwks.is_empty() {
+            return Err(format!("{at}.jwks is empty (list at least one RSA key)"));
+        }
+        let keys = entry
+            .jwks
+            .into_iter()
+            .enumerate()
+            .map(|(j, jwk)| check_jwk(&format!("{at}.jwks[{j}]"), jwk))
+            .collect::<Result<Vec<_>, _>>()?;
+        let provider = OidcProvider {
+            arn: entry.arn.trim().to_string(),
+            issuer_url: entry.issuer_url,
+            client_ids: entry.client_ids,
+            keys,
+        };
+        if providers
+            .insert(provider.arn.to_lowercase(), provider)
+            .is_some()
+        {
+            return Err(format!(
+                "{at}.arn {:?} is listed more than once (ARNs are compared without case)",
+                entry.arn
+            ));
+        }
+    }
+    Ok(providers)
+}
+
+fn check_jwk(at: &str, jwk: JwkEntry) -> Result<RsaKey, String> {
+    use base64::Engine as _;
+    if jwk.kty.as_deref().is_some_and(|k| k != "RSA") {
+        return Err(format!("{at}.kty must be RSA"));
+    }
+    if jwk.alg.as_deref().is_some_and(|a| a != "RS256") {
+        return Err(format!("{at}.alg must be RS256"));
+    }
+    if jwk.use_.as_deref().is_some_and(|u| u != "sig") {
+        return Err(format!("{at}.use must be sig"));
+    }
+    let decode = |field: &str, value: &str| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(value.trim_end_matches('='))
+            .map_err(|_| format!("{at}.{field} is not base64url"))
+    };
+    let n = decode("n", &jwk.n)?;
+    let e = decode("e", &jwk.e)?;
+    let bits = n.iter().position(|b| *b != 0).map_or(0, |first| {
+        (n.len() - first) * 8 - n[first].leading_zeros() as usize
+    });
+    if !(2048..=8192).contains(&bits) {
+        return Err(format!(
+            "{at}.n is a {bits}-bit modulus; RS256 keys of 2048 to 8192 bits are accepted"
+        ));
+    }
+    if e.is_empty() || e.len() > 4 {
+        return Err(format!("{at}.e is not a usable RSA exponent"));
+    }
+    Ok(RsaKey { kid: jwk.kid, n, e })
+}
+
+fn stand_in(
+    at: &str,
+    roles: &HashMap<String, Role>,
+    role_arn: &str,
+    session_name: String,
+    duration_seconds: i64,
+) -> Result<StandInRole, String> {
+    let lower = role_arn.trim().to_lowercase();
+    let role = roles
+        .get(&lower)
+        .ok_or_else(|| format!("{at}.roleArn names {role_arn:?}, which is not in roles"))?;
+    if !(STAND_IN_MIN_DURATION..=STAND_IN_MAX_DURATION).contains(&duration_seconds) {
+        return Err(format!(
+            "{at}.durationSeconds {duration_seconds} is not within {STAND_IN_MIN_DURATION}..{STAND_IN_MAX_DURATION}"
+        ));
+    }
+    Ok(StandInRole {
+        role: lower,
+        role_name: role.role_name.clone(),
+        session_name,
+        duration_seconds,
+    })
 }
 
 fn check_name(at: &str, value: &str) -> Result<(), String> {
@@ -419,6 +741,120 @@ roles:
         assert!(store
             .role("acs:ram::1234567890123456:role/KubeAdmin")
             .is_some());
+        let provider = store
+            .oidc_provider("ACS:RAM::1234567890123456:OIDC-PROVIDER/ack-rrsa-emulator")
+            .expect("the OIDC provider, found without case");
+        assert_eq!(provider.keys.len(), 1);
+        assert_eq!(provider.keys[0].n.len(), 256);
+        let workload = store
+            .role("acs:ram::1234567890123456:role/KubeWorkload")
+            .expect("role");
+        assert_eq!(workload.trusted_oidc_providers.len(), 1);
+        let ecs = store.ecs_metadata.as_ref().expect("ecsMetadata");
+        assert_eq!(
+            (ecs.role_name.as_str(), ecs.duration_seconds),
+            ("KubeEcsNode", ECS_DEFAULT_DURATION)
+        );
+        let uri = store.credentials_uri.as_ref().expect("credentialsUri");
+        assert_eq!(uri.session_name, URI_DEFAULT_SESSION);
+    }
+
+    #[test]
+    fn refuses_bad_oidc_and_stand_in_entries() {
+        // A 2048-bit modulus (0x80 then zeros is not a real key, but has the right size).
+        let n2048 = format!("gA{}", "A".repeat(340));
+        let n1024 = format!("gA{}", "A".repeat(169));
+        let file = |providers: &str, rest: &str| {
+            format!(
+                "keys:\n  - {{accessKeyId: A, accessKeySecret: s, identity: {{type: Account, accountId: \"1\"}}}}\nroles:\n  - {{arn: \"acs:ram::1:role/R\", roleId: \"9\"}}\noidcProviders:\n{providers}{rest}"
+            )
+        };
+        let provider = |arn: &str, client_ids: &str, jwks: &str| {
+            format!("  - {{arn: \"{arn}\", issuerUrl: \"https://i\", clientIds: {client_ids}, jwks: {jwks}}}\n")
+        };
+        let good_jwks = format!("[{{n: {n2048}, e: AQAB}}]");
+        let good = provider("acs:ram::1:oidc-provider/p", "[a]", &good_jwks);
+        assert!(KeyStore::from_yaml(&file(&good, "")).is_ok());
+        let cases = [
+            (
+                file(&provider("acs:ram::1:role/p", "[a]", &good_jwks), ""),
+                "oidcProviders[0].arn",
+            ),
+            (
+                file(&provider("acs:ram::1:oidc-provider/p", "[]", &good_jwks), ""),
+                "oidcProviders[0].clientIds is empty",
+            ),
+            (
+                file(&provider("acs:ram::1:oidc-provider/p", "[a]", "[]"), ""),
+                "oidcProviders[0].jwks is empty",
+            ),
+            (
+                file(
+                    &provider(
+                        "acs:ram::1:oidc-provider/p",
+                        "[a]",
+                        &format!("[{{n: {n1024}, e: AQAB}}]"),
+                    ),
+                    "",
+                ),
+                "1024-bit modulus",
+            ),
+            (
+                file(
+                    &provider("acs:ram::1:oidc-provider/p", "[a]", "[{n: '***', e: AQAB}]"),
+                    "",
+                ),
+                "jwks[0].n is not base64url",
+            ),
+            (
+                file(
+                    &provider(
+                        "acs:ram::1:oidc-provider/p",
+                        "[a]",
+                        &format!("[{{kty: EC, n: {n2048}, e: AQAB}}]"),
+                    ),
+                    "",
+                ),
+                "jwks[0].kty must be RSA",
+            ),
+            (
+                file(&format!("{good}{good}"), ""),
+                "oidcProviders[1].arn",
+            ),
+            (
+                file(&good, "ecsMetadata: {roleArn: \"acs:ram::1:role/Nope\", instanceId: i-1}\n"),
+                "ecsMetadata.roleArn",
+            ),
+            (
+                file(
+                    &good,
+                    "ecsMetadata: {roleArn: \"acs:ram::1:role/R\", instanceId: i-1, durationSeconds: 10}\n",
+                ),
+                "ecsMetadata.durationSeconds 10",
+            ),
+            (
+                file(&good, "credentialsUri: {roleArn: \"acs:ram::1:role/R\", sessionName: \"a b\"}\n"),
+                "credentialsUri.sessionName",
+            ),
+        ];
+        for (yaml, want) in cases {
+            let e = err(&yaml);
+            assert!(e.contains(want), "want {want:?} in {e}");
+        }
+        let untrusted = r#"
+keys:
+  - {accessKeyId: A, accessKeySecret: s, identity: {type: Account, accountId: "1"}}
+roles:
+  - {arn: "acs:ram::1:role/R", roleId: "9", trustedOidcProviderArns: ["acs:ram::1:oidc-provider/x"]}
+"#;
+        assert!(err(untrusted).contains("roles[0].trustedOidcProviderArns[0]"));
+        let no_subjects = r#"
+keys:
+  - {accessKeyId: A, accessKeySecret: s, identity: {type: Account, accountId: "1"}}
+roles:
+  - {arn: "acs:ram::1:role/R", roleId: "9", oidcSubjects: []}
+"#;
+        assert!(err(no_subjects).contains("roles[0].oidcSubjects is empty"));
     }
 
     #[test]

@@ -1,9 +1,19 @@
-//! The STS emulator: a stand-in for Alibaba Cloud STS (`GetCallerIdentity`, `AssumeRole`) for
-//! tests, the quickstart and benchmarks. It really verifies signatures (v1 RPC `HMAC-SHA1` and
-//! v2 `ACS3-HMAC-SHA256`) against the AccessKeys of a keys file, and answers with the real STS
-//! shapes and error codes.
+//! The STS emulator: a stand-in for Alibaba Cloud STS (`GetCallerIdentity`, `AssumeRole`,
+//! `AssumeRoleWithOIDC`) for tests, the quickstart and benchmarks. It really verifies signatures
+//! (v1 RPC `HMAC-SHA1` and v2 `ACS3-HMAC-SHA256`) against the AccessKeys of a keys file, and
+//! RS256 OIDC tokens against the keys of its OIDC providers, and answers with the real STS
+//! shapes and error codes. On the same listener it also stands in for the ECS metadata service
+//! (`/latest/`) and a credentials URI (`/credentials-uri`), see [`standins`].
 //!
-//! - [`keys`]: the keys file (identities, roles).
+//! `AssumeRoleWithOIDC` is an RPC call that is not signed: `Action=AssumeRoleWithOIDC`,
+//! `Version=2015-04-01`, `RoleArn`, `OIDCProviderArn`, `OIDCToken`, `RoleSessionName`,
+//! optional `DurationSeconds` (900..43200, default 3600) and `Policy`, in the query or a form
+//! body (GET or POST at `/`; `x-acs-action: AssumeRoleWithOIDC` works too, any signature is
+//! ignored). It answers `{"RequestId","Credentials":{AccessKeyId,AccessKeySecret,
+//! SecurityToken,Expiration},"AssumedRoleUser":{Arn,AssumedRoleId},"OIDCTokenInfo":{Subject,
+//! Issuer,ClientIds,ExpirationTime,IssuanceTime}}`; see [`oidc`] for the checks and their codes.
+//!
+//! - [`keys`]: the keys file (identities, roles, OIDC providers, stand-ins).
 //! - [`engine`]: verification and answers, plain functions over plain types.
 //! - [`admin`]: injected faults and statistics (the `/_emulator/` API).
 //! - [`http`]: the listener (HTTP or HTTPS) and routes.
@@ -14,6 +24,8 @@ pub mod errors;
 pub mod http;
 pub mod keys;
 pub mod nonce;
+pub mod oidc;
+pub mod standins;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -39,7 +51,9 @@ pub const EXIT_LISTEN: i32 = 1;
 /// against the AccessKeys of a keys file.
 ///
 /// Prints `listening on http://ADDR` (or `https://`) on stdout once ready; logs go to stderr.
-/// Admin API: POST /_emulator/faults, GET /_emulator/stats, POST /_emulator/reset.
+/// The same listener serves the ECS metadata stand-in under /latest/ and a credentials URI at
+/// /credentials-uri. Admin API: POST /_emulator/faults, GET /_emulator/stats,
+/// POST /_emulator/reset, GET|POST /_emulator/metadata, GET|POST /_emulator/credentials-uri.
 #[derive(Debug, Parser)]
 #[command(name = "sts-emulator", version, about, long_about)]
 pub struct Args {
@@ -76,6 +90,17 @@ pub struct Args {
     /// Delay of the `slow` fault, in milliseconds.
     #[arg(long, default_value_t = 0)]
     pub delay_ms: u64,
+
+    /// How the ECS metadata stand-in answers from the start (change it with
+    /// POST /_emulator/metadata): any (token or not), hardened (token required), plain (no
+    /// token service), hang (never answers).
+    #[arg(long, value_enum, default_value_t = standins::MetadataMode::Any)]
+    pub metadata_mode: standins::MetadataMode,
+
+    /// The `Code` the credentials URI answers from the start; anything but `Success` answers
+    /// no credentials (change it with POST /_emulator/credentials-uri).
+    #[arg(long, default_value = standins::SUCCESS)]
+    pub credentials_uri_code: String,
 
     /// Log format on stderr (the filter is taken from RUST_LOG, default `info`).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
@@ -129,7 +154,20 @@ pub async fn run(args: Args) -> i32 {
         },
         _ => None,
     };
+    let uri_spec = match (standins::UriSpec {
+        code: args.credentials_uri_code.clone(),
+        status: 200,
+    })
+    .check()
+    {
+        Ok(spec) => spec,
+        Err(e) => {
+            eprintln!("sts-emulator: --credentials-uri-code: {e}");
+            return EXIT_CONFIG;
+        }
+    };
     let (keys, roles) = (store.keys.len(), store.roles.len());
+    let oidc_providers = store.oidc_providers.len();
     let clock: Arc<dyn Clock> = match args.now {
         Some(start) => Arc::new(OffsetClock::starting_at(start)),
         None => Arc::new(SystemClock),
@@ -142,6 +180,7 @@ pub async fn run(args: Args) -> i32 {
             count: None,
         }),
         stats: Stats::default(),
+        standins: standins::StandIns::new(args.metadata_mode, uri_spec),
     });
     let signals = match http::Signals::register() {
         Ok(s) => s,
@@ -179,7 +218,9 @@ pub async fn run(args: Args) -> i32 {
         tls = tls.is_some(),
         keys,
         roles,
+        oidc_providers,
         fault = ?args.fault,
+        metadata_mode = ?args.metadata_mode,
         now = ?args.now.map(crate::types::format_utc),
         "sts emulator ready"
     );

@@ -33,6 +33,31 @@ keys:
   - accessKeyId: LTAI5tErin
     accessKeySecret: ErinSecret
     identity: {type: RAMUser, accountId: "4444444444444444", userName: erin, userId: "6001"}
+roles:
+  - arn: acs:ram::1234567890123456:role/KubeAdmin
+    roleId: "3001"
+    trustedOidcProviderArns: [acs:ram::1234567890123456:oidc-provider/ack-rrsa-emulator]
+  - arn: acs:ram::1234567890123456:role/KubeWorkload
+    roleId: "3004"
+    trustedOidcProviderArns: [acs:ram::1234567890123456:oidc-provider/ack-rrsa-emulator]
+    oidcSubjects: ["system:serviceaccount:apps:*"]
+  - arn: acs:ram::1234567890123456:role/KubeEcsNode
+    roleId: "3005"
+  - arn: acs:ram::1234567890123456:role/KubeUriWorkload
+    roleId: "3006"
+oidcProviders:
+  - arn: acs:ram::1234567890123456:oidc-provider/ack-rrsa-emulator
+    issuerUrl: https://oidc.emulator.invalid/ack-rrsa-emulator
+    clientIds: [sts.aliyuncs.com]
+    jwks:
+      - kid: emulator-test-key
+        n: pwOVuuI4V5beL9t_QrF8CsmpKmhp2dSbR-iEyBGESlKfxk4RPWALosDxA3zUu1na8hx3uNHSBGN1M8lhbA6wp3jKbMDcMbJxl7Rz38SDgJqhuYgCjnCpdTkAeog5I8Ut48gbttVSkxM7b8F-kC2sE2sm1fj1EGJjRxTHkJhuvs4FY0rwlOPq3ZbXZixFj4g2rZ-tnGo7AJ_HTZnWnN31zLFMTGiyhydHab_YWnsFTXG1cTklKYMKIs1t_r3N2wCekzxq8SU-twfp1xPzYqgpQLeUV0j3ti9Tk7T1Xl5sOQsEfQUlooId_a333Mor_z1EizOd22N6DptUe1yu24IxqQ
+        e: AQAB
+ecsMetadata:
+  roleArn: acs:ram::1234567890123456:role/KubeEcsNode
+  instanceId: i-emulator0000000001
+credentialsUri:
+  roleArn: acs:ram::1234567890123456:role/KubeUriWorkload
 "#;
 
 /// Server config mapping the identities above.
@@ -348,4 +373,109 @@ pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     f()
+}
+
+// ---- Workload identities: OIDC (RRSA), ECS metadata and credentials URI stand-ins ----------
+// The same provider, roles and stand-ins are in KEYS_YAML above and in examples/emulator-keys.yaml.
+
+/// The OIDC provider both keys files define.
+pub const OIDC_PROVIDER_ARN: &str = "acs:ram::1234567890123456:oidc-provider/ack-rrsa-emulator";
+/// Its issuer (`iss`).
+pub const OIDC_ISSUER: &str = "https://oidc.emulator.invalid/ack-rrsa-emulator";
+/// Its client ID (`aud`).
+pub const OIDC_CLIENT_ID: &str = "sts.aliyuncs.com";
+/// The `kid` of its key.
+pub const OIDC_KEY_ID: &str = "emulator-test-key";
+/// A role it may assume for service accounts of the namespace `apps` only (`oidcSubjects`).
+pub const OIDC_ROLE_ARN: &str = "acs:ram::1234567890123456:role/KubeWorkload";
+/// A subject KubeWorkload accepts.
+pub const OIDC_SUBJECT: &str = "system:serviceaccount:apps:web";
+/// The role of the ECS metadata stand-in, and its instance ID (the session name).
+pub const ECS_ROLE_NAME: &str = "KubeEcsNode";
+pub const ECS_INSTANCE_ID: &str = "i-emulator0000000001";
+/// The role of the credentials URI (`<emulator url>/credentials-uri`), session `credentials-uri`.
+pub const URI_ROLE_NAME: &str = "KubeUriWorkload";
+pub const URI_SESSION: &str = "credentials-uri";
+
+/// The test-only RSA key whose public half the provider lists.
+pub fn oidc_key_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oidc-test-key.pem")
+}
+
+/// Another test-only RSA key the provider does not know (for wrong-signature tests).
+pub fn oidc_other_key_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oidc-other-key.pem")
+}
+
+/// Signs `header` and `claims` (JSON objects) as an RS256 JWT with the PKCS#8 PEM key at `key`.
+pub fn sign_jwt(key: &Path, header: &Value, claims: &Value) -> String {
+    use rustls_pki_types::pem::PemObject as _;
+    let pem = std::fs::read(key).expect("read the test key");
+    let der = rustls_pki_types::PrivatePkcs8KeyDer::from_pem_slice(&pem).expect("PKCS#8 PEM");
+    let pair = ring::signature::RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).expect("RSA key");
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let signed = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let mut sig = vec![0u8; pair.public().modulus_len()];
+    pair.sign(
+        &ring::signature::RSA_PKCS1_SHA256,
+        &ring::rand::SystemRandom::new(),
+        signed.as_bytes(),
+        &mut sig,
+    )
+    .expect("sign");
+    format!("{signed}.{}", b64(&sig))
+}
+
+/// An OIDC token for the emulator's provider, signed with the test key: `iss`, `aud`, `sub`,
+/// `exp` (Unix seconds) as given, `iat` now.
+pub fn mint_oidc_jwt(iss: &str, aud: &str, sub: &str, exp: i64) -> String {
+    sign_jwt(
+        &oidc_key_path(),
+        &json!({"alg": "RS256", "typ": "JWT", "kid": OIDC_KEY_ID}),
+        &json!({"iss": iss, "aud": aud, "sub": sub, "exp": exp, "iat": chrono::Utc::now().timestamp()}),
+    )
+}
+
+/// A valid token for KubeWorkload: the provider's issuer and audience, [`OIDC_SUBJECT`], one hour.
+pub fn valid_oidc_jwt() -> String {
+    mint_oidc_jwt(
+        OIDC_ISSUER,
+        OIDC_CLIENT_ID,
+        OIDC_SUBJECT,
+        chrono::Utc::now().timestamp() + 3600,
+    )
+}
+
+impl Emulator {
+    /// Base URL of the ECS metadata stand-in (for `--metadata-endpoint`).
+    pub fn metadata_url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// The credentials URI (for `ALIBABA_CLOUD_CREDENTIALS_URI`).
+    pub fn credentials_uri(&self) -> String {
+        format!("{}/credentials-uri", self.url)
+    }
+
+    /// Sets the metadata stand-in's mode: `any`, `hardened`, `plain` or `hang`.
+    pub fn metadata_mode(&self, mode: &str) {
+        blocking_json(
+            "POST",
+            &format!("{}/_emulator/metadata", self.url),
+            Some(json!({ "mode": mode })),
+        );
+    }
+
+    /// Makes the credentials URI answer `code` (`Success` for credentials) with HTTP `status`.
+    pub fn credentials_uri_code(&self, code: &str, status: u16) {
+        blocking_json(
+            "POST",
+            &format!("{}/_emulator/credentials-uri", self.url),
+            Some(json!({ "code": code, "status": status })),
+        );
+    }
 }
