@@ -551,6 +551,38 @@ mod tests {
         );
     }
 
+    #[test]
+    fn endpoint_from_the_sdk_variables() {
+        let sts = |e: Option<&str>, r: Option<&str>| StsArgs {
+            sts_endpoint: e.map(str::to_string),
+            region: r.map(str::to_string),
+            sts_ca_file: None,
+        };
+        let region = env(&[(STS_REGION_ENV, "cn-shanghai")]);
+        let vpc = env(&[(STS_REGION_ENV, "cn-shanghai"), (VPC_ENDPOINT_ENV, "true")]);
+        assert_eq!(
+            sts(None, None).endpoint_in(&region),
+            "https://sts.cn-shanghai.aliyuncs.com"
+        );
+        assert_eq!(
+            sts(None, None).endpoint_in(&vpc),
+            "https://sts-vpc.cn-shanghai.aliyuncs.com"
+        );
+        assert_eq!(
+            sts(None, None).endpoint_in(&env(&[])),
+            "https://sts.aliyuncs.com"
+        );
+        // The flags win.
+        assert_eq!(
+            sts(Some("http://127.0.0.1:1"), None).endpoint_in(&vpc),
+            "http://127.0.0.1:1"
+        );
+        assert_eq!(
+            sts(None, Some("cn-beijing")).endpoint_in(&vpc),
+            "https://sts.cn-beijing.aliyuncs.com"
+        );
+    }
+
     #[tokio::test]
     async fn token_from_env_with_pinned_clock() {
         let args = token_args(&["--no-cache"]);

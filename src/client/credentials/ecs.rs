@@ -141,10 +141,8 @@ impl EcsRole {
         let body = get(format!("{CREDENTIALS_PATH}{role}"))
             .await
             .map_err(failed)?;
-        let mut temp = parse_code_credentials(&body)
-            .map_err(|e| failed(format!("credentials of role {role}: {e}")))?;
-        temp.assumed_role_arn = String::new();
-        Ok(temp)
+        parse_code_credentials(&body)
+            .map_err(|e| failed(format!("credentials of role {role}: {e}")))
     }
 }
 

@@ -131,6 +131,35 @@ mod tests {
     #![allow(clippy::expect_used)]
     use super::*;
 
+    #[tokio::test]
+    async fn runs_commands_without_a_shell() {
+        let run = |command: &str| {
+            let c = ExternalCommand {
+                command: command.into(),
+            };
+            async move { c.run().await }
+        };
+        let e = run("false").await.expect_err("exit 1").to_string();
+        assert!(e.contains("exited with"), "{e}");
+        let e = run("/nonexistent/helper --json")
+            .await
+            .expect_err("missing")
+            .to_string();
+        assert!(e.contains("cannot start it"), "{e}");
+        // No shell: the words are arguments, not a pipeline.
+        let e = run("echo {\"mode\":\"AK\"} | cat")
+            .await
+            .expect_err("echo")
+            .to_string();
+        assert!(e.contains("not credentials JSON"), "{e}");
+        let Ok(Output::Keys(c)) =
+            run("echo {\"mode\":\"AK\",\"access_key_id\":\"a\",\"access_key_secret\":\"b\"}").await
+        else {
+            panic!("echo AK");
+        };
+        assert_eq!(c.access_key_id.0, "a");
+    }
+
     #[test]
     fn reads_the_cli_format() {
         let Ok(Output::Keys(c)) =
