@@ -42,9 +42,17 @@ impl Source for UriEnv {
 }
 
 impl CredentialsUri {
-    /// The URL without its query (which may hold a secret), for messages.
-    pub fn shown(&self) -> &str {
-        self.url.split(['?', '#']).next().unwrap_or(&self.url)
+    /// The URL without credentials in it (user info, query), for messages.
+    pub fn shown(&self) -> String {
+        let bare = self.url.split(['?', '#']).next().unwrap_or(&self.url);
+        match bare.split_once("://") {
+            Some((scheme, rest)) => {
+                let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+                let host = authority.rsplit('@').next().unwrap_or(authority);
+                format!("{scheme}://{host}{path}")
+            }
+            None => bare.to_string(),
+        }
     }
 
     /// GETs the credentials.
@@ -68,5 +76,21 @@ impl CredentialsUri {
             return Err(failed(format!("answered HTTP {}", status.as_u16())));
         }
         parse_code_credentials(&body).map_err(failed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_hide_secrets_in_the_url() {
+        let shown = |url: &str| CredentialsUri { url: url.into() }.shown();
+        assert_eq!(
+            shown("https://u:SECRET@creds.example/v1/c?token=SECRET#x"),
+            "https://creds.example/v1/c"
+        );
+        assert_eq!(shown("http://127.0.0.1:8080"), "http://127.0.0.1:8080");
+        assert_eq!(shown("not a url?x"), "not a url");
     }
 }
