@@ -385,28 +385,11 @@ impl Fetcher<'_> {
             credentials,
             expiration,
         };
+        // What identifies fetched credentials in the cache.
         let (kind, id) = match &found.provider {
             Provider::Static(c) => return Ok(resolved(c.clone(), None)),
             Provider::Chained(base) => {
-                let base_resolved = Box::pin(self.obtain(base)).await?;
-                let (credentials, expiration) = match &base.role {
-                    None => (base_resolved.credentials, base_resolved.expiration),
-                    Some(role) => {
-                        let request = assume_role::choose_role(
-                            None,
-                            None,
-                            assume_role::DEFAULT_DURATION_SECONDS,
-                            self.env,
-                            Some(role),
-                        )?
-                        .ok_or_else(|| CredentialError::Failed {
-                            what: base.source.clone(),
-                            detail: "no role to assume".into(),
-                        })?;
-                        let t = self.assume_role(&base_resolved, &request).await?;
-                        (t.credentials, Some(t.expiration))
-                    }
-                };
+                let (credentials, expiration) = self.obtain_with_role(base).await?;
                 return Ok(resolved(credentials, expiration));
             }
             Provider::Oidc(o) => ("oidc", o.cache_id(&self.sts.endpoint)),
@@ -422,27 +405,50 @@ impl Fetcher<'_> {
         {
             return Ok(resolved(hit.credentials, Some(hit.expiration)));
         }
-        let fetched: Result<Option<TempCredentials>, CredentialError> = match &found.provider {
-            Provider::Oidc(o) => o
-                .fetch(&self.sts_client()?, self.env, self.clock.now())
-                .await
-                .map(Some),
-            Provider::Ecs(e) => e.fetch(self.env, &self.metadata_endpoint).await.map(Some),
-            Provider::Uri(u) => u.fetch().await.map(Some),
+        let temp = match &found.provider {
+            Provider::Oidc(o) => {
+                o.fetch(&self.sts_client()?, self.env, self.clock.now())
+                    .await?
+            }
+            Provider::Ecs(e) => e.fetch(self.env, &self.metadata_endpoint).await?,
+            Provider::Uri(u) => u.fetch().await?,
             Provider::External(x) => match x.run().await? {
-                external::Output::Temporary(t) => Ok(Some(t)),
+                external::Output::Temporary(t) => t,
+                // No expiration: nothing to cache.
                 external::Output::Keys(c) => return Ok(resolved(c, None)),
             },
-            Provider::Static(_) | Provider::Chained(_) => Ok(None),
-        };
-        let Some(temp) = fetched? else {
-            return Err(CredentialError::Failed {
-                what: found.source.clone(),
-                detail: "nothing to fetch".into(),
-            });
+            Provider::Static(_) | Provider::Chained(_) => {
+                return Err(CredentialError::Failed {
+                    what: found.source.clone(),
+                    detail: "nothing to fetch".into(),
+                })
+            }
         };
         self.store(&key, kind, &temp);
         Ok(resolved(temp.credentials, Some(temp.expiration)))
+    }
+
+    /// The credentials of `found` with its own role assumed, if it has one (the source profile
+    /// of a `ChainableRamRoleArn` profile).
+    async fn obtain_with_role(
+        &self,
+        found: &Found,
+    ) -> Result<(Credentials, Option<DateTime<Utc>>), CredentialError> {
+        let base = Box::pin(self.obtain(found)).await?;
+        let request = assume_role::choose_role(
+            None,
+            None,
+            assume_role::DEFAULT_DURATION_SECONDS,
+            self.env,
+            found.role.as_ref(),
+        )?;
+        Ok(match request {
+            None => (base.credentials, base.expiration),
+            Some(role) => {
+                let t = self.assume_role(&base, &role).await?;
+                (t.credentials, Some(t.expiration))
+            }
+        })
     }
 
     fn store(&self, key: &str, id: &str, temp: &TempCredentials) {
