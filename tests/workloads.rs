@@ -304,6 +304,8 @@ fn credentials_uri_chainable_role_and_external_command() {
               {{"name":"base","mode":"AK","access_key_id":"LTAI5tAlice","access_key_secret":"AliceSecret"}},
               {{"name":"chain","mode":"ChainableRamRoleArn","source_profile":"base","ram_role_arn":"acs:ram::1234567890123456:role/KubeAdmin","ram_session_name":"chained"}},
               {{"name":"chain-uri","mode":"ChainableRamRoleArn","source_profile":"uri","ram_role_arn":"acs:ram::1234567890123456:role/KubeAdmin","ram_session_name":"from-uri"}},
+              {{"name":"admin","mode":"RamRoleArn","access_key_id":"LTAI5tAlice","access_key_secret":"AliceSecret","ram_role_arn":"acs:ram::1234567890123456:role/KubeAdmin","ram_session_name":"first"}},
+              {{"name":"chain-role","mode":"ChainableRamRoleArn","source_profile":"admin","ram_role_arn":"acs:ram::1234567890123456:role/KubeUriWorkload","ram_session_name":"second"}},
               {{"name":"ext","mode":"External","process_command":"{script} ak"}},
               {{"name":"ext-sts","mode":"External","process_command":"{script} sts"}}]}}"#,
             script = stack.home().join("creds.sh").display()
@@ -320,6 +322,12 @@ fn credentials_uri_chainable_role_and_external_command() {
     // ... also from temporary credentials of another source.
     let t = stack.token(&["--profile", "chain-uri"], &[]);
     assert_eq!(stack.username(&t).as_deref(), Some("admin:from-uri"));
+
+    // ... and from a source profile that assumes a role itself: two AssumeRoles.
+    let before = stack.count("AssumeRole");
+    let t = stack.token(&["--profile", "chain-role"], &[]);
+    assert_eq!(stack.username(&t).as_deref(), Some("uri:second"));
+    assert_eq!(stack.count("AssumeRole"), before + 2);
 
     // External: a command printing the aliyun CLI's credentials JSON.
     let script = stack.write(
