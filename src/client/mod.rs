@@ -34,8 +34,8 @@ use crate::types::{Clock, FixedClock, SystemClock};
 /// How the client commands reach STS.
 #[derive(Debug, Clone, Args)]
 pub struct StsArgs {
-    /// STS endpoint URL (e.g. https://sts.cn-hangzhou.aliyuncs.com). Default: from --region, else
-    /// the global https://sts.aliyuncs.com.
+    /// STS endpoint URL (e.g. https://sts.cn-hangzhou.aliyuncs.com). Default: from --region
+    /// (`token`: then ALIBABA_CLOUD_STS_REGION), else the global https://sts.aliyuncs.com.
     #[arg(long, value_name = "URL")]
     pub sts_endpoint: Option<String>,
     /// Region whose public STS endpoint to use (https://sts.<region>.aliyuncs.com).
