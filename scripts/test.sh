@@ -7,6 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-test-deps.sh
+# Tests talk to loopback only: a `token` run that finds no credentials must not fall through to
+# the real ECS metadata service (100.100.100.200). Tests of the ECS source point the client at the
+# emulator's stand-in instead, and tests that clear the environment set this themselves.
+export ALIBABA_CLOUD_ECS_METADATA_DISABLED=true
 cargo test --locked --all-targets
 tests/apiserver-script/run.sh
 # The config files also go through the server's own check-config (built by cargo test above).

@@ -90,6 +90,12 @@ NOT_KUBERNETES = {
     "examples/emulator-keys.yaml": EMULATOR_KEYS,
 }
 
+# Files whose Deployment runs `ram-authenticator token --write-token-file PATH --refresh` as a
+# sidecar for an app whose kubeconfig (in a ConfigMap: namespace, name, key) reads `tokenFile: PATH`.
+TOKEN_FILE_SIDECARS = {
+    "examples/workload-sidecar/deployment.yaml": ("apps", "target-cluster", "kubeconfig"),
+}
+
 # The ConfigMap read by the ACKConfigMap source.
 ACK_CONFIGMAP = ("kube-system", "alibabacloud-auth")
 
@@ -517,6 +523,51 @@ EXTERNAL_KINDS = {
 }
 
 
+def check_token_file_sidecar(rel: str, docs: list[Any], root: Path) -> list[str]:
+    """The sidecar writes the file the app's kubeconfig reads, through a volume both mount."""
+    if rel not in TOKEN_FILE_SIDECARS:
+        return []
+    ns, name, key = TOKEN_FILE_SIDECARS[rel]
+    objects = [d for d in docs if isinstance(d, dict)]
+    cms = [d for d in objects if d.get("kind") == "ConfigMap"
+           and (d.get("metadata") or {}).get("namespace") == ns
+           and (d.get("metadata") or {}).get("name") == name]
+    if len(cms) != 1 or key not in (cms[0].get("data") or {}):
+        return [f"no ConfigMap {ns}/{name} with data.{key}"]
+    try:
+        kc_docs = list(yaml.safe_load_all(cms[0]["data"][key]))
+        check_kubeconfig(kc_docs, root, rel)
+    except (yaml.YAMLError, Failure) as e:
+        return [f"ConfigMap {ns}/{name} data.{key}: {e}"]
+    token_files = {(u.get("user") or {}).get("tokenFile") for u in kc_docs[0].get("users") or []}
+    token_files.discard(None)
+    if len(token_files) != 1:
+        return [f"ConfigMap {ns}/{name} data.{key}: want one user with tokenFile, found {sorted(token_files)}"]
+    token_file = token_files.pop()
+    problems = []
+    for d in objects:
+        if d.get("kind") != "Deployment":
+            continue
+        pod = ((d.get("spec") or {}).get("template") or {}).get("spec") or {}
+        containers = (pod.get("initContainers") or []) + (pod.get("containers") or [])
+        writers = [c for c in containers
+                   if "token" in (c.get("args") or [])
+                   and f"--write-token-file={token_file}" in (c.get("args") or [])]
+        if len(writers) != 1 or "--refresh" not in writers[0].get("args", []):
+            problems.append(f"{describe(d)}: no container runs `token --write-token-file={token_file} --refresh`")
+            continue
+        directory = token_file.rpartition("/")[0]
+        mounting = {c.get("name"): {m.get("name") for m in c.get("volumeMounts") or []
+                                    if m.get("mountPath") == directory}
+                    for c in containers}
+        shared = set.intersection(*mounting.values()) if mounting else set()
+        if not shared:
+            problems.append(f"{describe(d)}: not every container mounts one volume at {directory}")
+        if writers[0].get("restartPolicy") != "Always" and writers[0] not in (pod.get("containers") or []):
+            problems.append(f"{describe(d)}: the token writer is an init container that is not a sidecar")
+    return problems
+
+
 # ---- Driver -----------------------------------------------------------------------------------
 
 def yaml_files(root: Path) -> list[str]:
@@ -585,6 +636,7 @@ def check_documents(docs: list[Any], root: Path, version: str,
                     found += check_server_configmap(doc, settings)
         problems += [f"{prefix}: {p}" for p in found]
     problems += check_container_args(docs)
+    problems += check_token_file_sidecar(rel, docs, root)
     return f"{len(docs)} object(s): {', '.join(kinds)}", problems
 
 

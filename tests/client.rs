@@ -133,12 +133,14 @@ impl Home {
         self.path().join(".kube/cache/ram-authenticator")
     }
 
-    /// The binary with an empty environment but HOME (and USER) and `env`.
+    /// The binary with an empty environment but HOME (and USER) and `env`. The ECS metadata
+    /// service is off (tests touch loopback only).
     fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut cmd = Command::new(BIN);
         cmd.env_clear()
             .env("HOME", self.path())
             .env("USER", "tester")
+            .env("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
             .args(args)
             .stdin(Stdio::null());
         for (k, v) in env {
@@ -640,6 +642,133 @@ fn assumed_roles_are_cached_on_disk() {
         &env,
     );
     assert_valid(&home, &emu, &t, session);
+}
+
+/// A cache entry another user (or a careless mode) could have planted must never choose whom
+/// `token` signs in as, and a FIFO in its place must not hang it.
+#[test]
+fn untrusted_cache_entries_are_ignored_and_replaced() {
+    use std::os::unix::fs::MetadataExt as _;
+    let emu = Emulator::start(&[]);
+    let home = Home::new();
+    let args = ["--role-arn", ADMIN_ROLE, "--sts-endpoint", &emu.url];
+    let own = "acs:ram::1234567890123456:assumed-role/KubeAdmin/ram-authenticator-tester";
+    let bob = "acs:ram::1234567890123456:assumed-role/KubeAdmin/bob@example.com";
+    let dir = home.cache_dir();
+    let entry = dir.join(format!(
+        "{}.json",
+        ram_authenticator::client::cache::key(&ram_authenticator::client::cache::KeyParts {
+            base_access_key_id: ALICE_ID,
+            profile: None,
+            role_arn: ADMIN_ROLE,
+            session_name: "ram-authenticator-tester",
+            endpoint: &emu.url,
+        })
+    ));
+    let planted = serde_json::json!({
+        "version": 1, "roleArn": ADMIN_ROLE, "assumedRoleArn": bob,
+        "accessKeyId": BOB_ID, "accessKeySecret": BOB_SECRET, "securityToken": BOB_TOKEN,
+        "expiration": ram_authenticator::types::format_utc(chrono::Utc::now() + chrono::TimeDelta::hours(1)),
+    })
+    .to_string();
+    let plant = |mode: u32| {
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let _ = std::fs::remove_file(&entry);
+        std::fs::write(&entry, &planted).expect("plant");
+        std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    };
+    // Runs `token` (within 5 s) and returns whom it signed in as, and its stderr.
+    let sign_in = || {
+        let mut child = home
+            .command(&["token", "-i", CLUSTER, "--token-only"], &alice_env())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let started = std::time::Instant::now();
+        while child.try_wait().expect("wait").is_none() {
+            if started.elapsed() > Duration::from_secs(5) {
+                let _ = child.kill();
+                panic!("token hung");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().expect("output");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let token = text(&out.stdout).trim().to_string();
+        let (code, report) = home.verify(
+            &token,
+            &["--cluster-id", CLUSTER, "--sts-endpoint", &emu.url],
+        );
+        assert_eq!(code, 0, "{report:#}");
+        (
+            report["identity"]["arn"].as_str().expect("arn").to_string(),
+            text(&out.stderr),
+        )
+    };
+
+    // A private entry of ours is used as it is (so the planted credentials would work).
+    plant(0o600);
+    assert_eq!(sign_in().0, bob);
+
+    // Readable by others, or owned by another user: ignored with a warning, and replaced.
+    for (what, mode, owner) in [
+        ("mode 0666", 0o666, None),
+        ("another owner", 0o600, Some(4242)),
+    ] {
+        plant(mode);
+        if let Some(uid) = owner {
+            std::os::unix::fs::chown(&entry, Some(uid), Some(uid)).expect("chown");
+        }
+        let (arn, stderr) = sign_in();
+        assert_eq!(arn, own, "{what}");
+        assert!(
+            stderr.contains("ignoring the cached credentials"),
+            "{what}: {stderr}"
+        );
+        let meta = std::fs::metadata(&entry).expect("replaced");
+        assert_eq!(
+            meta.uid(),
+            ram_authenticator::client::cache::current_uid(),
+            "{what}"
+        );
+        assert_eq!(meta.mode() & 0o777, 0o600, "{what}");
+        assert_ne!(std::fs::read_to_string(&entry).expect("read"), planted);
+    }
+
+    // A private entry in a directory anyone can write to.
+    plant(0o600);
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let (arn, stderr) = sign_in();
+    assert_eq!(arn, own);
+    assert!(stderr.contains("others can write to it"), "{stderr}");
+    assert_eq!(std::fs::metadata(&dir).expect("dir").mode() & 0o777, 0o700);
+
+    // A symlink to a private file elsewhere, and a FIFO: never followed, never blocking.
+    let elsewhere = home.write("elsewhere.json", &planted);
+    std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    std::fs::remove_file(&entry).expect("rm");
+    std::os::unix::fs::symlink(&elsewhere, &entry).expect("symlink");
+    let (arn, stderr) = sign_in();
+    assert_eq!(arn, own);
+    assert!(stderr.contains("symlink"), "{stderr}");
+    std::fs::remove_file(&entry).expect("rm");
+    let status = Command::new("mkfifo")
+        .arg("-m")
+        .arg("600")
+        .arg(&entry)
+        .status()
+        .expect("mkfifo");
+    assert!(status.success());
+    let (arn, stderr) = sign_in();
+    assert_eq!(arn, own);
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+    assert!(
+        std::fs::metadata(&entry).expect("meta").is_file(),
+        "the FIFO is replaced"
+    );
 }
 
 #[test]

@@ -42,6 +42,8 @@ impl Env {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.path().join("home"))
             .env("USER", "compat")
+            // Never the real metadata service when a case has no credentials.
+            .env("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
             .env("ALIBABA_CLOUD_ACCESS_KEY_ID", ALICE_ID)
             .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", ALICE_SECRET)
             .envs(env.iter().copied())
@@ -833,6 +835,7 @@ users:
     let run = |extra: &[(&str, &str)]| {
         let out = Command::new(BIN)
             .env_clear()
+            .env("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
             .env("HOME", &home)
             .envs(extra.iter().copied())
             .args(&args_ref)
@@ -995,6 +998,7 @@ async fn run_async(args: Vec<String>, stdin: Option<&'static str>) -> (i32, Stri
         use std::io::Write as _;
         let mut child = Command::new(BIN)
             .env_clear()
+            .env("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
             .env("HOME", "/nonexistent")
             .args(&args)
             .stdin(Stdio::piped())

@@ -11,6 +11,11 @@
 
 mod support;
 
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine as _;
+
 use serde_json::Value;
 use support::kubectl_stack::*;
 
@@ -133,4 +138,87 @@ fn kubectl_with_a_token_for_another_cluster_is_refused() {
         "{:?}",
         stack.api.seen()
     );
+}
+
+#[test]
+fn kubectl_with_a_token_file_kept_fresh_by_the_refresher() {
+    let stack = Stack::start();
+    let token_file = stack.path().join("token");
+    // Alice's keys sign a 15-minute token, rewritten at 0.5% of its life (every 4.5 s).
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear()
+        .env("HOME", stack.path())
+        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", ALICE_ID)
+        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", ALICE_SECRET)
+        .env("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
+        .env("RUST_LOG", "info")
+        .args(["token", "--cluster-id", CLUSTER, "--write-token-file"])
+        .arg(&token_file)
+        .args(["--refresh", "--refresh-fraction", "0.005"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(stack.path().join("refresher.stderr")).expect("stderr"));
+    let mut refresher = Proc {
+        child: cmd.spawn().expect("spawn refresher"),
+        stderr: stack.path().join("refresher.stderr"),
+    };
+    let read = || std::fs::read_to_string(&token_file).ok();
+    let started = std::time::Instant::now();
+    while read().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(10), "no token file");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // A kubeconfig whose user is only `tokenFile:` (no exec plugin).
+    let kc = stack.path().join("token-file.kubeconfig");
+    std::fs::write(
+        &kc,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:{}\n    certificate-authority-data: {}\nusers:\n- name: u\n  user:\n    tokenFile: {}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\n",
+            stack.api.addr.port(),
+            base64::engine::general_purpose::STANDARD.encode(&stack.api.ca_pem),
+            token_file.display()
+        ),
+    )
+    .expect("kubeconfig");
+    let whoami = || {
+        let out = stack.kubectl(&kc, &["get", "--raw", "/api/v1/namespaces/default/pods"]);
+        assert!(
+            out.status.success(),
+            "{}\nrequests: {:?}",
+            text(&out.stderr),
+            stack.api.seen()
+        );
+        let pods: Value = serde_json::from_slice(&out.stdout).expect("PodList");
+        pods["items"][0]["metadata"]["name"]
+            .as_str()
+            .expect("name")
+            .to_string()
+    };
+    let first = read().expect("token");
+    assert_eq!(whoami(), "alice");
+    // Across a rotation.
+    let started = std::time::Instant::now();
+    while read().as_deref() == Some(first.as_str()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "not rotated: {}",
+            std::fs::read_to_string(&refresher.stderr).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(whoami(), "alice");
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &refresher.child.id().to_string()])
+        .status();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = refresher.child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
 }

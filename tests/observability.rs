@@ -315,6 +315,8 @@ fn run_piped(args: &[&str], home: &Path, envs: &[(&str, &str)]) -> (i32, String)
         .env_remove("CLICOLOR_FORCE")
         .env_remove("ALIBABA_CLOUD_ACCESS_KEY_ID")
         .env_remove("ALIBABA_CLOUD_ACCESS_KEY_SECRET")
+        // No credentials must not send the chain to the real metadata service.
+        .env("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
         .envs(envs.iter().copied())
         .stdin(Stdio::null())
         .output()

@@ -49,19 +49,21 @@ pub enum AssumeRoleError {
     InvalidSessionName(String),
     #[error("--duration-seconds {0} is out of range: STS accepts 900 to 43200")]
     InvalidDuration(u32),
-    #[error("STS refused AssumeRole of {role_arn}: {code}{hint}")]
+    #[error("STS refused {action} of {role_arn}: {code}{hint}")]
     Refused {
+        action: &'static str,
         role_arn: String,
         code: String,
         hint: &'static str,
     },
-    #[error("AssumeRole of {role_arn} failed: {source}")]
+    #[error("{action} of {role_arn} failed: {source}")]
     Sts {
+        action: &'static str,
         role_arn: String,
         #[source]
         source: StsError,
     },
-    #[error("STS answered AssumeRole with an unreadable response: {0}")]
+    #[error("STS answered with an unreadable response: {0}")]
     BadResponse(String),
 }
 
@@ -192,9 +194,10 @@ struct AssumedRoleUser {
     arn: String,
 }
 
+/// Temporary credentials as STS, the ECS metadata service and credentials URIs write them.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct ResponseCredentials {
+pub(crate) struct ResponseCredentials {
     #[serde(default)]
     access_key_id: String,
     #[serde(default)]
@@ -216,26 +219,39 @@ pub fn parse_response(body: &[u8]) -> Result<TempCredentials, AssumeRoleError> {
         ))
     })?;
     let c = response.credentials.ok_or_else(|| bad("no Credentials"))?;
-    if c.access_key_id.is_empty() || c.access_key_secret.is_empty() {
-        return Err(bad("Credentials without AccessKeyId or AccessKeySecret"));
-    }
-    if c.security_token.is_empty() {
-        return Err(bad("Credentials without SecurityToken"));
-    }
-    let expiration =
-        parse_utc(&c.expiration).ok_or_else(|| bad("Credentials.Expiration is not a date"))?;
-    Ok(TempCredentials {
-        credentials: Credentials {
-            access_key_id: AccessKeyId(c.access_key_id),
-            access_key_secret: c.access_key_secret,
-            security_token: Some(c.security_token),
-        },
-        expiration,
-        assumed_role_arn: response
+    c.into_temp(
+        response
             .assumed_role_user
             .map(|u| u.arn)
             .unwrap_or_default(),
-    })
+    )
+    .map_err(bad)
+}
+
+impl ResponseCredentials {
+    /// The credentials, when complete and with a readable expiration.
+    pub(crate) fn into_temp(
+        self,
+        assumed_role_arn: String,
+    ) -> Result<TempCredentials, &'static str> {
+        if self.access_key_id.trim().is_empty() || self.access_key_secret.is_empty() {
+            return Err("Credentials without AccessKeyId or AccessKeySecret");
+        }
+        if self.security_token.is_empty() {
+            return Err("Credentials without SecurityToken");
+        }
+        let expiration =
+            parse_utc(&self.expiration).ok_or("Credentials.Expiration is not a date")?;
+        Ok(TempCredentials {
+            credentials: Credentials {
+                access_key_id: AccessKeyId(self.access_key_id.trim().to_string()),
+                access_key_secret: self.access_key_secret,
+                security_token: Some(self.security_token),
+            },
+            expiration,
+            assumed_role_arn,
+        })
+    }
 }
 
 fn hint(code: &str) -> &'static str {
@@ -268,11 +284,13 @@ pub async fn assume_role(
     match client.call("GET", &q, &[]).await {
         Ok(body) => parse_response(&body),
         Err(StsError::Rejected { code, .. }) => Err(AssumeRoleError::Refused {
+            action: "AssumeRole",
             role_arn: role.role_arn.clone(),
             hint: hint(&code),
             code,
         }),
         Err(source) => Err(AssumeRoleError::Sts {
+            action: "AssumeRole",
             role_arn: role.role_arn.clone(),
             source,
         }),
@@ -414,6 +432,7 @@ mod tests {
     #[test]
     fn refusals_show_code_and_hint_only() {
         let e = AssumeRoleError::Refused {
+            action: "AssumeRole",
             role_arn: "acs:ram::1:role/r".into(),
             code: "NoPermission".into(),
             hint: hint("NoPermission"),

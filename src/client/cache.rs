@@ -1,13 +1,23 @@
-//! The on-disk cache of temporary credentials from `AssumeRole`, so that every kubectl call
-//! does not cost an STS round trip.
+//! The on-disk cache of temporary credentials (from `AssumeRole`, `AssumeRoleWithOIDC`, the ECS
+//! metadata service, a credentials URI or an external command), so that every kubectl call does
+//! not cost a round trip.
 //!
-//! One JSON file per (base AccessKey ID, profile, role ARN, session name, endpoint), under
-//! `~/.kube/cache/ram-authenticator/` (`RAM_AUTHENTICATOR_CACHE_DIR` overrides), mode 0600 in a
-//! 0700 directory, written atomically. An entry is used until 5 minutes before it expires. A
-//! corrupt or unreadable entry is ignored and rewritten: the cache is never fatal.
+//! One JSON file per source and its parameters (for a role: base AccessKey ID, profile, role ARN,
+//! session name, endpoint), under `~/.kube/cache/ram-authenticator/`
+//! (`RAM_AUTHENTICATOR_CACHE_DIR` overrides), mode 0600 in a 0700 directory, written atomically.
+//! An entry is used until 5 minutes before it expires. A corrupt or unreadable entry is ignored
+//! and rewritten: the cache is never fatal.
+//!
+//! An entry is trusted only when it is a regular file owned by the current user that nobody else
+//! may read or write, in a directory owned by the user (or root) that nobody else may write to.
+//! Anything else (another user's file, a file readable by others, a directory others can write
+//! to, a symlink, a FIFO or device) is ignored with a warning and replaced. Opening never blocks
+//! (`O_NONBLOCK|O_NOFOLLOW`, then checks on the open descriptor).
 
-use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::io::Read as _;
+use std::os::unix::fs::{
+    DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _,
+};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -43,6 +53,17 @@ pub fn key(parts: &KeyParts<'_>) -> String {
         parts.session_name,
         parts.endpoint,
     ] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
+/// The file name of an entry for credentials a source (`oidc`, `ecs`, `uri`, `external`)
+/// fetched with parameters `id`.
+pub fn source_key(kind: &str, id: &str) -> String {
+    let mut h = Sha256::new();
+    for part in ["source", kind, id] {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part.as_bytes());
     }
@@ -96,11 +117,11 @@ impl Cache {
     /// more than [`REFRESH_BEFORE`] after `now`.
     pub fn load(&self, key: &str, role_arn: &str, now: DateTime<Utc>) -> Option<TempCredentials> {
         let path = self.path(key);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-            Err(e) => {
-                tracing::debug!(path = %path.display(), error = %e, "cache entry unreadable; ignoring it");
+        let bytes = match self.read_private(&path) {
+            Ok(Some(b)) => b,
+            Ok(None) => return None,
+            Err(reason) => {
+                tracing::warn!(path = %path.display(), "ignoring the cached credentials: {reason}; they will be replaced");
                 return None;
             }
         };
@@ -142,15 +163,65 @@ impl Cache {
         })
     }
 
-    /// Writes the entry for `key` atomically (temporary file, then rename), mode 0600, in a
-    /// directory of mode 0700.
+    /// Reads an entry if it is safe to trust: `Ok(None)` when there is none, `Err(reason)` when
+    /// there is one that must not be used.
+    fn read_private(&self, path: &Path) -> Result<Option<Vec<u8>>, String> {
+        let uid = current_uid();
+        match std::fs::metadata(&self.dir) {
+            Ok(dir) => check_dir(&dir, uid).map_err(|why| format!("its directory {why}"))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("its directory cannot be read ({e})")),
+        }
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY)
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err("it is a symlink".into()),
+            Err(e) => return Err(format!("it cannot be opened ({e})")),
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| format!("it cannot be examined ({e})"))?;
+        if !meta.file_type().is_file() {
+            return Err("it is not a regular file".into());
+        }
+        if meta.uid() != uid {
+            return Err(format!("it is owned by uid {}, not {uid}", meta.uid()));
+        }
+        if meta.mode() & 0o077 != 0 {
+            return Err(format!(
+                "its mode {:04o} lets others read or write it",
+                meta.mode() & 0o7777
+            ));
+        }
+        let mut bytes = Vec::new();
+        file.take(MAX_ENTRY_BYTES)
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("it cannot be read ({e})"))?;
+        Ok(Some(bytes))
+    }
+
+    /// Writes the entry for `key` atomically (an exclusive temporary file, then rename), mode
+    /// 0600, in a directory of mode 0700 owned by the current user. Whatever was at the entry's
+    /// name (a foreign file, a symlink, a FIFO) is replaced, never written through.
     pub fn store(&self, key: &str, role_arn: &str, creds: &TempCredentials) -> std::io::Result<()> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&self.dir)?;
-        let perms = std::fs::metadata(&self.dir)?.permissions();
-        if perms.mode() & 0o077 != 0 {
+        let dir = std::fs::metadata(&self.dir)?;
+        let uid = current_uid();
+        if dir.uid() != uid {
+            return Err(std::io::Error::other(format!(
+                "the cache directory {} is owned by uid {}, not {uid}",
+                self.dir.display(),
+                dir.uid()
+            )));
+        }
+        if dir.permissions().mode() & 0o077 != 0 {
             std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))?;
         }
         let entry = Entry {
@@ -163,28 +234,33 @@ impl Cache {
             expiration: format_utc(creds.expiration),
         };
         let bytes = serde_json::to_vec(&entry).map_err(std::io::Error::other)?;
-        let target = self.path(key);
-        let tmp = self.dir.join(format!(
-            ".{key}.{}.{:08x}.tmp",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &target)
-        };
-        let result = write();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
+        crate::files::write_atomic(&self.path(key), &bytes, 0o600)
     }
+}
+
+/// Entries are a few hundred bytes; anything much larger is not ours.
+const MAX_ENTRY_BYTES: u64 = 64 * 1024;
+
+/// The effective user ID of this process.
+pub fn current_uid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// A directory whose entries may be trusted: owned by `uid` or root, writable by nobody else.
+fn check_dir(meta: &std::fs::Metadata, uid: u32) -> Result<(), String> {
+    if !meta.is_dir() {
+        return Err("is not a directory".into());
+    }
+    if meta.uid() != uid && meta.uid() != 0 {
+        return Err(format!("is owned by uid {}, not {uid}", meta.uid()));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "has mode {:04o}: others can write to it",
+            meta.mode() & 0o7777
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -311,7 +387,7 @@ mod tests {
             br#"{"version":1,"roleArn":"acs:ram::1:role/r","assumedRoleArn":"","accessKeyId":"a","accessKeySecret":"b","securityToken":"c","expiration":"later"}"#,
             br#"{"version":1,"roleArn":"acs:ram::1:role/r","assumedRoleArn":"","accessKeyId":"","accessKeySecret":"b","securityToken":"c","expiration":"2026-01-01T01:00:00Z"}"#,
         ] {
-            std::fs::write(cache.path("k"), junk).expect("write");
+            write_private(&cache.path("k"), junk);
             assert!(cache.load("k", ROLE, now).is_none());
         }
         cache
@@ -321,6 +397,118 @@ mod tests {
         // An unreadable entry (a directory in its place) is ignored too.
         std::fs::create_dir(cache.path("d")).expect("mkdir");
         assert!(cache.load("d", ROLE, now).is_none());
+    }
+
+    fn write_private(path: &Path, bytes: &[u8]) {
+        std::fs::write(path, bytes).expect("write");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+
+    /// A cache holding a valid entry for "k" written by `store`, plus the entry's JSON.
+    fn stored() -> (tempfile::TempDir, Cache, Vec<u8>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::new(dir.path().join("c"));
+        cache
+            .store("k", ROLE, &creds("2026-01-01T01:00:00Z"))
+            .expect("store");
+        let bytes = std::fs::read(cache.path("k")).expect("read");
+        (dir, cache, bytes)
+    }
+
+    #[test]
+    fn only_private_regular_files_of_the_user_are_trusted() {
+        let now = at("2026-01-01T00:00:00Z");
+        let (_d, cache, _) = stored();
+        assert!(cache.load("k", ROLE, now).is_some(), "baseline");
+
+        // Readable or writable by others.
+        for mode in [0o666, 0o644, 0o640, 0o602] {
+            let (_d, cache, _) = stored();
+            std::fs::set_permissions(cache.path("k"), std::fs::Permissions::from_mode(mode))
+                .expect("chmod");
+            assert!(cache.load("k", ROLE, now).is_none(), "mode {mode:o}");
+        }
+
+        // Owned by another user (the tests run as root or not: pick a uid that is not ours).
+        if current_uid() == 0 {
+            let (_d, cache, _) = stored();
+            std::os::unix::fs::chown(cache.path("k"), Some(4242), Some(4242)).expect("chown");
+            assert!(cache.load("k", ROLE, now).is_none(), "foreign owner");
+            // Replaced by the next store, with our ownership.
+            cache
+                .store("k", ROLE, &creds("2026-01-01T01:00:00Z"))
+                .expect("replace");
+            assert_eq!(std::fs::metadata(cache.path("k")).expect("meta").uid(), 0);
+            assert!(cache.load("k", ROLE, now).is_some());
+            // A directory owned by another user is not read, and not written to.
+            std::os::unix::fs::chown(cache.dir(), Some(4242), Some(4242)).expect("chown dir");
+            assert!(cache.load("k", ROLE, now).is_none(), "foreign directory");
+            assert!(cache
+                .store("k", ROLE, &creds("2026-01-01T01:00:00Z"))
+                .is_err());
+        }
+
+        // A directory others can write to: not read; the next store makes it private again.
+        let (_d, cache, _) = stored();
+        std::fs::set_permissions(cache.dir(), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod");
+        assert!(cache.load("k", ROLE, now).is_none(), "0777 directory");
+        cache
+            .store("k", ROLE, &creds("2026-01-01T01:00:00Z"))
+            .expect("store");
+        assert_eq!(
+            std::fs::metadata(cache.dir())
+                .expect("meta")
+                .permissions()
+                .mode()
+                & 0o777,
+            0o700
+        );
+        assert!(cache.load("k", ROLE, now).is_some());
+
+        // A symlink to a perfectly good private entry is still not followed.
+        let (d, cache, bytes) = stored();
+        let elsewhere = d.path().join("elsewhere.json");
+        write_private(&elsewhere, &bytes);
+        std::fs::remove_file(cache.path("k")).expect("rm");
+        std::os::unix::fs::symlink(&elsewhere, cache.path("k")).expect("symlink");
+        assert!(cache.load("k", ROLE, now).is_none(), "symlink");
+        cache
+            .store("k", ROLE, &creds("2026-01-01T01:00:00Z"))
+            .expect("replace link");
+        assert!(!std::fs::symlink_metadata(cache.path("k"))
+            .expect("meta")
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read(&elsewhere).expect("target"), bytes);
+    }
+
+    #[test]
+    fn a_fifo_never_blocks() {
+        let now = at("2026-01-01T00:00:00Z");
+        let (_d, cache, _) = stored();
+        std::fs::remove_file(cache.path("k")).expect("rm");
+        let status = std::process::Command::new("mkfifo")
+            .arg("-m")
+            .arg("600")
+            .arg(cache.path("k"))
+            .status()
+            .expect("mkfifo");
+        assert!(status.success());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let c = cache.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(c.load("k", ROLE, now).is_none());
+        });
+        assert_eq!(
+            rx.recv_timeout(std::time::Duration::from_secs(5)),
+            Ok(true),
+            "loading a FIFO must return at once, with nothing"
+        );
+        cache
+            .store("k", ROLE, &creds("2026-01-01T01:00:00Z"))
+            .expect("replace fifo");
+        assert!(cache.load("k", ROLE, now).is_some());
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! The client side: the `token` exec credential plugin, `verify` and `kubeconfig`.
 //!
-//! - [`credentials`]: the credential chain (environment, profiles, files), pure over an
-//!   injected environment.
+//! - [`credentials`]: the credential chain (environment, OIDC, profiles, files, ECS instance
+//!   role, credentials URI): finding is pure over an injected environment; fetching may call out.
 //! - [`assume_role`]: STS `AssumeRole` with the base credentials.
-//! - [`cache`]: the on-disk cache of the role's temporary credentials.
+//! - [`cache`]: the on-disk cache of temporary credentials.
 //! - [`exec_credential`]: minting the token and the `ExecCredential` kubectl reads.
+//! - [`token_file`]: the token written to a file, and kept fresh (`--write-token-file`).
 //! - [`verify`]: the webhook's checks on one token, from the command line.
 //! - [`kubeconfig`]: a kubeconfig that runs this binary as the plugin.
 
@@ -13,6 +14,7 @@ pub mod cache;
 pub mod credentials;
 pub mod exec_credential;
 pub mod kubeconfig;
+pub mod token_file;
 pub mod verify;
 
 use std::io::{Read as _, Write as _};
@@ -26,17 +28,16 @@ use crate::exit::usage;
 use chrono::{DateTime, Utc};
 use clap::{Args, ValueEnum};
 
-use self::assume_role::{RoleRequest, TempCredentials};
-use self::credentials::{env_var, Credentials, Env, Found, Paths};
-use self::exec_credential::{ApiVersionArg, ExecCredential, MintInput, TokenFormatArg};
+use self::credentials::{env_true, env_var, Env, Paths};
+use self::exec_credential::{ApiVersionArg, ExecCredential, MintInput, Minted, TokenFormatArg};
 use crate::sts::{StsClient, StsSettings};
 use crate::types::{Clock, FixedClock, SystemClock};
 
 /// How the client commands reach STS.
 #[derive(Debug, Clone, Args)]
 pub struct StsArgs {
-    /// STS endpoint URL (e.g. https://sts.cn-hangzhou.aliyuncs.com). Default: from --region, else
-    /// the global https://sts.aliyuncs.com.
+    /// STS endpoint URL (e.g. https://sts.cn-hangzhou.aliyuncs.com). Default: from --region
+    /// (`token`: then ALIBABA_CLOUD_STS_REGION), else the global https://sts.aliyuncs.com.
     #[arg(long, value_name = "URL")]
     pub sts_endpoint: Option<String>,
     /// Region whose public STS endpoint to use (https://sts.<region>.aliyuncs.com).
@@ -64,13 +65,53 @@ impl StsArgs {
         }
     }
 
-    fn client(&self) -> anyhow::Result<StsClient> {
-        let mut settings = StsSettings::new(self.endpoint());
+    /// [`Self::endpoint`], with Alibaba's SDK variables as the last choice before the global
+    /// endpoint: `ALIBABA_CLOUD_STS_REGION` (`sts-vpc.<region>` when
+    /// `ALIBABA_CLOUD_VPC_ENDPOINT_ENABLED=true`, as inside a cluster).
+    pub fn endpoint_in(&self, env: &Env) -> String {
+        let flagged = self
+            .sts_endpoint
+            .as_deref()
+            .is_some_and(|e| !e.trim().is_empty())
+            || self.region.as_deref().is_some_and(|r| !r.trim().is_empty());
+        match env_var(env, STS_REGION_ENV).map(str::trim) {
+            Some(region) if !flagged => {
+                if env_true(env, VPC_ENDPOINT_ENV) {
+                    format!("https://sts-vpc.{region}.aliyuncs.com")
+                } else {
+                    format!("https://sts.{region}.aliyuncs.com")
+                }
+            }
+            _ => self.endpoint(),
+        }
+    }
+
+    /// The client's STS settings for `endpoint`.
+    fn settings(&self, endpoint: String) -> StsSettings {
+        let mut settings = StsSettings::new(endpoint);
         settings.ca_file = self.sts_ca_file.clone();
         settings.attempt_timeout = Duration::from_secs(5);
         settings.deadline = Duration::from_secs(15);
         settings.max_concurrent = 4;
-        Ok(StsClient::new(settings, None)?)
+        settings
+    }
+
+    fn client(&self) -> anyhow::Result<StsClient> {
+        Ok(StsClient::new(self.settings(self.endpoint()), None)?)
+    }
+}
+
+/// The region of the STS endpoint, as Alibaba's SDKs read it.
+pub const STS_REGION_ENV: &str = "ALIBABA_CLOUD_STS_REGION";
+/// `true`: use the region's VPC endpoint (`sts-vpc.<region>.aliyuncs.com`).
+pub const VPC_ENDPOINT_ENV: &str = "ALIBABA_CLOUD_VPC_ENDPOINT_ENABLED";
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(f) if f > 0.0 && f < 1.0 => Ok(f),
+        _ => Err(format!(
+            "{s:?} is not a fraction between 0 and 1 (exclusive)"
+        )),
     }
 }
 
@@ -111,7 +152,7 @@ pub struct TokenArgs {
     /// Lifetime asked for the role's temporary credentials (900 to 43200).
     #[arg(long, default_value_t = assume_role::DEFAULT_DURATION_SECONDS, value_name = "SECONDS")]
     pub duration_seconds: u32,
-    /// Do not read or write the cache of role credentials.
+    /// Do not read or write the cache of temporary credentials.
     #[arg(long)]
     pub no_cache: bool,
     /// Accepted for ack-ram-authenticator's command lines: role credentials are cached unless
@@ -120,6 +161,21 @@ pub struct TokenArgs {
     pub cache: bool,
     #[command(flatten)]
     pub sts: StsArgs,
+    /// Base URL of the ECS metadata service (for proxies and tests). Default:
+    /// http://100.100.100.200.
+    #[arg(long, env = "RAM_AUTHENTICATOR_METADATA_ENDPOINT", value_name = "URL")]
+    pub metadata_endpoint: Option<String>,
+    /// Write the bare token to this file (atomically, mode 0600) instead of printing it; a
+    /// kubeconfig with `tokenFile:` reads it.
+    #[arg(long, value_name = "PATH")]
+    pub write_token_file: Option<PathBuf>,
+    /// With --write-token-file: keep running and rewrite the file before the token expires;
+    /// stop on SIGTERM or SIGINT.
+    #[arg(long, requires = "write_token_file")]
+    pub refresh: bool,
+    /// With --refresh: rewrite the file after this fraction of the token's life (0 < F < 1).
+    #[arg(long, default_value_t = token_file::DEFAULT_FRACTION, value_parser = parse_fraction, value_name = "F")]
+    pub refresh_fraction: f64,
 }
 
 /// `verify -o`.
@@ -220,7 +276,7 @@ fn init_logging() {
     crate::logging::init_client("warn");
 }
 
-/// `token`: prints an ExecCredential (or the bare token).
+/// `token`: prints an ExecCredential (or the bare token), or writes the token to a file.
 pub async fn token(args: TokenArgs) -> anyhow::Result<i32> {
     token_with_env(args, credentials::process_env()).await
 }
@@ -228,6 +284,15 @@ pub async fn token(args: TokenArgs) -> anyhow::Result<i32> {
 /// `token` over a given environment (`credential-plugin get-token` adjusts it).
 pub async fn token_with_env(args: TokenArgs, env: Env) -> anyhow::Result<i32> {
     init_logging();
+    if let Some(path) = &args.write_token_file {
+        return if args.refresh {
+            token_file::refresh(&args, &env, path).await
+        } else {
+            let issued = issue(&args, &env, &SystemClock).await?;
+            token_file::write(path, &issued.minted.token)?;
+            Ok(0)
+        };
+    }
     let out = run_token(&args, &env, &SystemClock).await?;
     let mut stdout = std::io::stdout().lock();
     stdout
@@ -237,93 +302,91 @@ pub async fn token_with_env(args: TokenArgs, env: Env) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// The `token` command over an injected environment and clock; returns what to print.
-pub async fn run_token(args: &TokenArgs, env: &Env, clock: &dyn Clock) -> anyhow::Result<String> {
+/// A token, and the end of its life: the earlier of the webhook's acceptance window and the
+/// expiry of the temporary credentials that signed it.
+pub struct Issued {
+    pub minted: Minted,
+    pub signed_at: DateTime<Utc>,
+    pub valid_until: DateTime<Utc>,
+}
+
+/// Finds credentials (assuming a role if asked) and mints a token with them.
+pub async fn issue(args: &TokenArgs, env: &Env, clock: &dyn Clock) -> anyhow::Result<Issued> {
     let cluster_id = args.cluster_id.trim();
     anyhow::ensure!(!cluster_id.is_empty(), "--cluster-id is empty");
-    let api_version = exec_credential::choose_api_version(
-        args.api_version,
-        env_var(env, "KUBERNETES_EXEC_INFO"),
-    )?;
-    let found = credentials::resolve(env, args.profile.as_deref(), &Paths::from_env(env))?;
-    tracing::debug!(source = %found.source, access_key_id = %found.credentials.access_key_id, "credentials found");
+    let paths = Paths::from_env(env);
+    let mut ctx = credentials::Context::new(env, &paths, args.profile.as_deref());
+    ctx.session_name = args.session_name.as_deref();
+    ctx.duration_seconds = args.duration_seconds;
+    let endpoint = args.sts.endpoint_in(env);
+    let fetcher = credentials::Fetcher {
+        env,
+        clock,
+        cache: if args.no_cache {
+            None
+        } else {
+            cache::Cache::from_env(env)
+        },
+        sts: args.sts.settings(endpoint.clone()),
+        metadata_endpoint: credentials::ecs::endpoint(args.metadata_endpoint.as_deref(), env),
+    };
+    let resolved = credentials::resolve(&ctx, &fetcher).await?;
+    tracing::debug!(source = %resolved.found.source, access_key_id = %resolved.credentials.access_key_id, "credentials found");
+    // ALIBABA_CLOUD_ROLE_ARN names the OIDC role too: that one is assumed already.
+    let role_arn = args
+        .role_arn
+        .as_deref()
+        .filter(|r| Some(r.trim()) != resolved.found.assumed_role());
     let role = assume_role::choose_role(
-        args.role_arn.as_deref(),
+        role_arn,
         args.session_name.as_deref(),
         args.duration_seconds,
         env,
-        found.role.as_ref(),
+        resolved.found.role.as_ref(),
     )?;
-    let endpoint = args.sts.endpoint();
-    let credentials = match &role {
-        None => found.credentials,
+    let (credentials, expiration) = match &role {
+        None => (resolved.credentials, resolved.expiration),
         Some(role) => {
-            role_credentials(args, env, clock, &found, role, &endpoint)
-                .await?
-                .credentials
+            let temp = fetcher.assume_role(&resolved, role).await?;
+            (temp.credentials, Some(temp.expiration))
         }
     };
+    let now = clock.now();
     let minted = exec_credential::mint(&MintInput {
         credentials: &credentials,
         cluster_id,
         format: args.format,
-        now: clock.now(),
+        now,
         user_agent: exec_credential::USER_AGENT,
         sts_host: exec_credential::endpoint_host(&endpoint),
         nonce: &exec_credential::random_nonce(),
         extra_query: &[],
     });
     tracing::debug!(access_key_id = %credentials.access_key_id, token = %crate::types::short_hash(&minted.token), "token minted");
-    if args.token_only {
-        return Ok(format!("{}\n", minted.token));
-    }
-    let ec = ExecCredential::new(api_version, minted.token, minted.expiration);
-    Ok(format!("{}\n", serde_json::to_string(&ec)?))
+    let signed_at = minted.expiration - exec_credential::TOKEN_LIFETIME;
+    let window_end = signed_at + crate::token::MAX_SKEW;
+    let valid_until = expiration.map_or(window_end, |e| e.min(window_end));
+    Ok(Issued {
+        minted,
+        signed_at,
+        valid_until,
+    })
 }
 
-/// The role's temporary credentials: from the cache when fresh, else from STS (then cached).
-async fn role_credentials(
-    args: &TokenArgs,
-    env: &Env,
-    clock: &dyn Clock,
-    found: &Found,
-    role: &RoleRequest,
-    endpoint: &str,
-) -> anyhow::Result<TempCredentials> {
-    let base: &Credentials = &found.credentials;
-    let cache = if args.no_cache {
-        None
-    } else {
-        cache::Cache::from_env(env)
-    };
-    let key = cache::key(&cache::KeyParts {
-        base_access_key_id: &base.access_key_id.0,
-        profile: found.profile.as_deref(),
-        role_arn: &role.role_arn,
-        session_name: &role.session_name,
-        endpoint,
-    });
-    if let Some(cache) = &cache {
-        if let Some(hit) = cache.load(&key, &role.role_arn, clock.now()) {
-            return Ok(hit);
-        }
+/// The `token` command over an injected environment and clock; returns what to print.
+pub async fn run_token(args: &TokenArgs, env: &Env, clock: &dyn Clock) -> anyhow::Result<String> {
+    let api_version = exec_credential::choose_api_version(
+        args.api_version,
+        env_var(env, "KUBERNETES_EXEC_INFO"),
+    )?;
+    let issued = issue(args, env, clock).await?;
+    if args.token_only {
+        return Ok(format!("{}\n", issued.minted.token));
     }
-    let client = args.sts.client()?;
-    tracing::debug!(role_arn = %role.role_arn, session = %role.session_name, endpoint, "assuming role");
-    let temp = assume_role::assume_role(
-        &client,
-        base,
-        role,
-        clock.now(),
-        &exec_credential::random_nonce(),
-    )
-    .await?;
-    if let Some(cache) = &cache {
-        if let Err(e) = cache.store(&key, &role.role_arn, &temp) {
-            tracing::warn!(dir = %cache.dir().display(), error = %e, "cannot write the credentials cache; continuing without it");
-        }
-    }
-    Ok(temp)
+    // kubectl asks again before the token or its credentials expire.
+    let expiration = issued.minted.expiration.min(issued.valid_until);
+    let ec = ExecCredential::new(api_version, issued.minted.token, expiration);
+    Ok(format!("{}\n", serde_json::to_string(&ec)?))
 }
 
 fn read_token_input(args: &VerifyArgs) -> anyhow::Result<String> {
@@ -539,6 +602,38 @@ mod tests {
         assert_eq!(
             sts(Some("http://127.0.0.1:1/"), Some("cn-beijing")).endpoint(),
             "http://127.0.0.1:1"
+        );
+    }
+
+    #[test]
+    fn endpoint_from_the_sdk_variables() {
+        let sts = |e: Option<&str>, r: Option<&str>| StsArgs {
+            sts_endpoint: e.map(str::to_string),
+            region: r.map(str::to_string),
+            sts_ca_file: None,
+        };
+        let region = env(&[(STS_REGION_ENV, "cn-shanghai")]);
+        let vpc = env(&[(STS_REGION_ENV, "cn-shanghai"), (VPC_ENDPOINT_ENV, "true")]);
+        assert_eq!(
+            sts(None, None).endpoint_in(&region),
+            "https://sts.cn-shanghai.aliyuncs.com"
+        );
+        assert_eq!(
+            sts(None, None).endpoint_in(&vpc),
+            "https://sts-vpc.cn-shanghai.aliyuncs.com"
+        );
+        assert_eq!(
+            sts(None, None).endpoint_in(&env(&[])),
+            "https://sts.aliyuncs.com"
+        );
+        // The flags win.
+        assert_eq!(
+            sts(Some("http://127.0.0.1:1"), None).endpoint_in(&vpc),
+            "http://127.0.0.1:1"
+        );
+        assert_eq!(
+            sts(None, Some("cn-beijing")).endpoint_in(&vpc),
+            "https://sts.cn-beijing.aliyuncs.com"
         );
     }
 

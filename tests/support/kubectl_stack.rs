@@ -46,8 +46,8 @@ server:
 
 /// Child processes are killed when dropped.
 pub struct Proc {
-    child: Child,
-    stderr: PathBuf,
+    pub child: Child,
+    pub stderr: PathBuf,
 }
 
 impl Drop for Proc {
@@ -424,6 +424,7 @@ impl Stack {
             .env("PATH", std::env::join_paths(path).expect("PATH"))
             .env("HOME", &home)
             .env("USER", "kubectl-tester")
+            .env("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
             .env("ALIBABA_CLOUD_ACCESS_KEY_ID", ALICE_ID)
             .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", ALICE_SECRET)
             .arg("--kubeconfig")
