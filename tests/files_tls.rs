@@ -271,7 +271,8 @@ fn init_refuses_an_empty_cluster_id_and_prints_next_steps() {
             .output()
             .expect("init");
         assert_eq!(out.status.code(), Some(2), "{id:?}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("must not be empty"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("cluster ID is empty"), "{stderr}");
         assert!(!dir.path().join("s").exists());
     }
     let kubeconfig = dir.path().join("out/kubeconfig.yaml");

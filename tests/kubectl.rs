@@ -29,7 +29,7 @@ fn assert_user_is_alice(info: &Value) {
         .map(|g| g.as_str().expect("group"))
         .collect();
     assert!(groups.contains(&"developers"), "{groups:?}");
-    assert!(groups.contains(&"system:authenticated-ram"), "{groups:?}");
+    assert!(groups.contains(&"ram:authenticated"), "{groups:?}");
     assert_eq!(
         info["extra"]["arn"][0],
         "acs:ram::1234567890123456:user/alice"

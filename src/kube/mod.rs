@@ -296,12 +296,15 @@ pub(crate) async fn run_watch<K, E, R>(
                     // cases (a 410 answer to the watch request): start from a fresh list.
                     stream = start();
                     let now = tokio::time::Instant::now();
-                    let spaced = last_expiry.is_none_or(|t| now - t >= EXPIRY_SPACING);
-                    last_expiry = Some(now);
+                    let spaced = last_expiry
+                        .is_none_or(|t| now.saturating_duration_since(t) >= EXPIRY_SPACING);
                     if spaced {
+                        last_expiry = Some(now);
                         continue;
                     }
-                    // The list in between reset the backoff: keep the pace down regardless.
+                    // The list in between reset the backoff: keep the pace down regardless. The
+                    // list after the pause counts as the last one, so at most one a second.
+                    last_expiry = Some(now + EXPIRY_SPACING);
                     at_least = EXPIRY_SPACING;
                 }
                 failures.inc();

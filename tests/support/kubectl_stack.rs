@@ -37,7 +37,7 @@ server:
   mapUsers:
     - userARN: acs:ram::1234567890123456:user/alice
       username: alice
-      groups: [developers, "system:authenticated-ram"]
+      groups: [developers, "ram:authenticated"]
   mapRoles:
     - roleARN: acs:ram::1234567890123456:role/KubeAdmin
       username: "admin:{{SessionName}}"
