@@ -20,7 +20,15 @@ pub enum LogFormat {
 /// installs nothing.
 #[must_use = "dropping the guard stops the log writer"]
 pub fn init(format: LogFormat) -> WorkerGuard {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // rustls warns for every client that sends an IP address as SNI (Go clients do when the
+    // webhook URL holds an IP): per-connection noise, kept out unless RUST_LOG names rustls.
+    let names_rustls = std::env::var("RUST_LOG").is_ok_and(|v| v.contains("rustls"));
+    if !names_rustls {
+        if let Ok(quiet) = "rustls::msgs::handshake=error".parse() {
+            filter = filter.add_directive(quiet);
+        }
+    }
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let (writer, guard) = NonBlockingBuilder::default()
         .lossy(false)

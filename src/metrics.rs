@@ -42,6 +42,67 @@ pub struct OutcomeLabel {
     pub outcome: String,
 }
 
+/// `listener` of the connection metrics.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Listener {
+    https,
+    health,
+}
+
+/// Why a connection was closed (`reason` of `connections_closed_total`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum CloseReason {
+    /// The client closed it, or it ended normally.
+    client,
+    /// The TLS handshake failed.
+    tls_error,
+    handshake_timeout,
+    /// No request started in time after the handshake, or a request's headers came too slowly.
+    header_timeout,
+    idle,
+    /// A request body, or a whole request, past its deadline.
+    slow,
+    /// A response not taken by the client within the write timeout.
+    write_timeout,
+    /// The bytes that serve no request exceeded the control budget.
+    control_frames,
+    /// Closed at the connection cap to make room for a new connection.
+    shed,
+    /// Refused at the connection cap (nothing could be shed).
+    limit,
+    /// Closed by the drain at a stop.
+    shutdown,
+}
+
+impl CloseReason {
+    pub const ALL: [CloseReason; 11] = [
+        Self::client,
+        Self::tls_error,
+        Self::handshake_timeout,
+        Self::header_timeout,
+        Self::idle,
+        Self::slow,
+        Self::write_timeout,
+        Self::control_frames,
+        Self::shed,
+        Self::limit,
+        Self::shutdown,
+    ];
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabel {
+    pub listener: Listener,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClosedLabel {
+    pub listener: Listener,
+    pub reason: CloseReason,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabel {
     pub source: String,
@@ -64,6 +125,8 @@ pub struct Metrics {
     pub mapping_last_reload: Family<SourceLabel, Gauge<f64, AtomicU64>>,
     pub mapping_reload_errors: Family<SourceLabel, Counter>,
     pub certificate_expiry: Gauge<f64, AtomicU64>,
+    pub connections_open: Family<ListenerLabel, Gauge>,
+    pub connections_closed: Family<ClosedLabel, Counter>,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -170,6 +233,24 @@ impl Metrics {
             "Unix time at which the serving certificate expires",
             certificate_expiry.clone(),
         );
+        let connections_open = Family::<ListenerLabel, Gauge>::default();
+        registry.register(
+            "connections_open",
+            "Open connections, by listener",
+            connections_open.clone(),
+        );
+        let connections_closed = Family::<ClosedLabel, Counter>::default();
+        registry.register(
+            "connections_closed",
+            "Closed connections, by listener and reason",
+            connections_closed.clone(),
+        );
+        for listener in [Listener::https, Listener::health] {
+            let _ = connections_open.get_or_create(&ListenerLabel { listener });
+            for reason in CloseReason::ALL {
+                let _ = connections_closed.get_or_create(&ClosedLabel { listener, reason });
+            }
+        }
         Self {
             registry,
             authenticate_latency,
@@ -186,7 +267,16 @@ impl Metrics {
             mapping_last_reload,
             mapping_reload_errors,
             certificate_expiry,
+            connections_open,
+            connections_closed,
         }
+    }
+
+    /// Counts a connection closed on `listener` for `reason`.
+    pub fn connection_closed(&self, listener: Listener, reason: CloseReason) {
+        self.connections_closed
+            .get_or_create(&ClosedLabel { listener, reason })
+            .inc();
     }
 
     pub fn observe_review(&self, result: AuthResult, elapsed: Duration) {
@@ -263,6 +353,16 @@ mod tests {
         );
         assert!(
             text.contains("ack_ram_authenticator_configmap_watch_failures_total 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ack_ram_authenticator_connections_open{listener=\"health\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "ack_ram_authenticator_connections_closed_total{listener=\"https\",reason=\"control_frames\"} 0"
+            ),
             "{text}"
         );
     }

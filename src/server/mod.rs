@@ -7,8 +7,10 @@
 //! stops accepting, turns `/readyz` false, lets in-flight reviews finish and exits 0; a second
 //! signal exits at once.
 
+mod conn;
 mod http;
 pub mod init;
+pub mod limits;
 pub mod settings;
 pub mod tls;
 
@@ -96,15 +98,54 @@ pub struct ServerArgs {
     /// STS calls in flight at once [default: 64].
     #[arg(long)]
     pub sts_max_concurrent: Option<usize>,
-    /// Open connections at most [default: 4096].
-    #[arg(long, default_value_t = 4096)]
-    pub max_connections: usize,
-    /// Reviews being answered at once; more wait [default: 1024].
-    #[arg(long, default_value_t = 1024)]
-    pub max_concurrent_reviews: usize,
-    /// How long in-flight reviews may take to finish after the first stop signal, in seconds.
-    #[arg(long, default_value_t = 20)]
-    pub shutdown_grace_seconds: u64,
+    /// Open HTTPS connections at most; at the cap the most expendable one is shed (1-65536) [default: 4096].
+    #[arg(long)]
+    pub max_connections: Option<u64>,
+    /// Reviews being authenticated at once, counted once their body is in; more wait (1-65536) [default: 1024].
+    #[arg(long)]
+    pub max_concurrent_reviews: Option<u64>,
+    /// How long in-flight reviews may take to finish after the first stop signal, in seconds (0-300) [default: 20].
+    #[arg(long)]
+    pub shutdown_grace_seconds: Option<u64>,
+    /// TLS handshake deadline, in ms (100-60000) [default: 10000].
+    #[arg(long)]
+    pub tls_handshake_timeout_ms: Option<u64>,
+    /// Deadline of a connection's first request after the handshake, and of an HTTP/1.1 request's headers from their first byte, in ms (100-60000) [default: 10000].
+    #[arg(long)]
+    pub header_timeout_ms: Option<u64>,
+    /// Deadline of a request body, from the request's start, in ms (100-60000) [default: 10000].
+    #[arg(long)]
+    pub body_timeout_ms: Option<u64>,
+    /// Deadline for the client to take an answer, in ms (100-60000) [default: 10000].
+    #[arg(long)]
+    pub write_timeout_ms: Option<u64>,
+    /// A connection with no request in flight for this long is closed (HTTP/2 PINGs do not count), in ms (100-3600000) [default: 90000].
+    #[arg(long)]
+    pub idle_timeout_ms: Option<u64>,
+    /// HTTP/2 keep-alive PING interval, in ms (100-3600000) [default: 30000].
+    #[arg(long)]
+    pub http2_keepalive_interval_ms: Option<u64>,
+    /// An HTTP/2 keep-alive PING unanswered for this long closes the connection, in ms (100-600000) [default: 10000].
+    #[arg(long)]
+    pub http2_keepalive_timeout_ms: Option<u64>,
+    /// HTTP/2 concurrent streams per connection (32-4096) [default: 256].
+    #[arg(long)]
+    pub http2_max_concurrent_streams: Option<u64>,
+    /// Request header bytes at most (HTTP/1.1 head, HTTP/2 header list) (8192-1048576) [default: 16384].
+    #[arg(long)]
+    pub max_header_bytes: Option<u64>,
+    /// Bytes a connection may read that serve no request (HTTP/2 control frames, abandoned requests) before it is closed; refilled at 1/8 per second (65536-1073741824) [default: 4194304].
+    #[arg(long)]
+    pub control_budget_bytes: Option<u64>,
+    /// Open connections on the health listener at most (1-4096) [default: 64].
+    #[arg(long)]
+    pub health_max_connections: Option<u64>,
+    /// Health listener: deadline of a request and of its answer, in ms (100-60000) [default: 5000].
+    #[arg(long)]
+    pub health_timeout_ms: Option<u64>,
+    /// Health listener: idle connections are closed after this, in ms (100-3600000) [default: 30000].
+    #[arg(long)]
+    pub health_idle_timeout_ms: Option<u64>,
     /// How often the config file and the serving certificate are checked for changes, in ms.
     #[arg(long, default_value_t = 2000)]
     pub reload_interval_ms: u64,
@@ -174,6 +215,10 @@ pub struct AppState {
     pub audiences: Vec<String>,
     pub review_deadline: Duration,
     pub shutting_down: AtomicBool,
+    /// Reviews being authenticated at once (taken once the body is in).
+    pub review_permits: tokio::sync::Semaphore,
+    /// Deadline of a request body, from the request's start.
+    pub body_timeout: Duration,
 }
 
 impl AppState {
@@ -207,7 +252,22 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
         Some(path) => Some(FileConfig::load(path)?),
         None => None,
     };
-    let settings = Settings::resolve(&args, config.as_ref())?;
+    let settings = match Settings::resolve(&args, config.as_ref()) {
+        Ok(s) => s,
+        Err(e)
+            if e.downcast_ref::<limits::RangeError>()
+                .is_some_and(|r| r.usage) =>
+        {
+            eprintln!("error: {e:#}");
+            return Ok(2);
+        }
+        Err(e) => return Err(e),
+    };
+    if let Err(e) = settings::RELOAD_INTERVAL_MS.pick(Some(args.reload_interval_ms), None) {
+        eprintln!("error: {e}");
+        return Ok(2);
+    }
+    let limits = settings.limits.clone();
     let metrics = Arc::new(Metrics::new());
 
     // TLS material first: fail before binding anything.
@@ -283,6 +343,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
         audiences: settings.audiences.clone(),
         review_deadline: settings.sts.deadline + Duration::from_secs(1),
         shutting_down: AtomicBool::new(false),
+        review_permits: tokio::sync::Semaphore::new(limits.max_concurrent_reviews),
+        body_timeout: limits.https.body,
     });
 
     // Bind.
@@ -332,23 +394,25 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
     ));
 
     let shutdown = install_shutdown();
-    let server = http::serve_tls(
-        listener,
-        tls_config,
-        state.clone(),
-        http::Limits {
-            max_connections: args.max_connections.max(1),
-            max_concurrent_reviews: args.max_concurrent_reviews.max(1),
-            header_read_timeout: Duration::from_secs(10),
-        },
-        shutdown.clone(),
+    let https = conn::Registry::new(
+        crate::metrics::Listener::https,
+        limits.https.clone(),
+        metrics.clone(),
     );
-    let health = http::serve_health(health_listener, state.clone(), shutdown.clone());
+    let health_registry = conn::Registry::new(
+        crate::metrics::Listener::health,
+        limits.health.clone(),
+        metrics.clone(),
+    );
+    let server = http::serve_tls(listener, tls_config, state.clone(), https, shutdown.clone());
+    let health = http::serve_health(health_listener, state.clone(), health_registry);
 
-    let grace = Duration::from_secs(args.shutdown_grace_seconds);
+    let grace = limits.shutdown_grace;
     let mut server = tokio::spawn(server);
     let health = tokio::spawn(health);
     tokio::select! {
+        // A stop signal wins over the server task ending because of that same signal.
+        biased;
         _ = shutdown.first_signal() => {}
         finished = background.join_next() => {
             tracing::error!(?finished, "a background task stopped; exiting rather than serving stale data");
@@ -421,6 +485,14 @@ fn install_shutdown() -> Shutdown {
 }
 
 impl Shutdown {
+    /// A stop that never comes (for listeners that serve until dropped).
+    pub fn never() -> Self {
+        let (tx, _) = tokio::sync::watch::channel(0u8);
+        Shutdown {
+            first: Arc::new(tx),
+        }
+    }
+
     async fn wait_for(&self, n: u8) {
         let mut rx = self.first.subscribe();
         let _ = rx.wait_for(|v| *v >= n).await;
