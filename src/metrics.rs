@@ -62,6 +62,8 @@ pub enum CloseReason {
     /// No request started in time after the handshake, or a request's headers came too slowly.
     header_timeout,
     idle,
+    /// An HTTP/2 keep-alive PING went unanswered.
+    keepalive_timeout,
     /// A request body, or a whole request, past its deadline.
     slow,
     /// A response not taken by the client within the write timeout.
@@ -77,12 +79,13 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 11] = [
+    pub const ALL: [CloseReason; 12] = [
         Self::client,
         Self::tls_error,
         Self::handshake_timeout,
         Self::header_timeout,
         Self::idle,
+        Self::keepalive_timeout,
         Self::slow,
         Self::write_timeout,
         Self::control_frames,

@@ -17,7 +17,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tower::ServiceExt as _;
 
-use super::limits::{ListenerLimits, ABANDONED_REQUEST_COST, CLOSE_GRACE, REQUEST_FRAME_ALLOWANCE};
+use super::limits::{
+    ListenerLimits, ABANDONED_REQUEST_COST, CLOSE_GRACE, H2_HEAD_ALLOWANCE, REQUEST_FRAME_ALLOWANCE,
+};
 use crate::metrics::{CloseReason, Listener, ListenerLabel, Metrics};
 
 /// Milliseconds since the first call in this process (monotonic).
@@ -60,6 +62,7 @@ pub struct Conn {
     head_since: AtomicU64,
     served: AtomicU64,
     budget: AtomicI64,
+    cap: i64,
     last_refill: AtomicU64,
     requests: Mutex<Vec<Slot>>,
     next_request: AtomicU64,
@@ -89,6 +92,7 @@ impl Conn {
             head_since: AtomicU64::new(0),
             served: AtomicU64::new(0),
             budget: AtomicI64::new(budget),
+            cap: budget,
             last_refill: AtomicU64::new(now),
             requests: Mutex::new(Vec::new()),
             next_request: AtomicU64::new(1),
@@ -147,18 +151,23 @@ impl Conn {
         }
     }
 
-    /// Gives bytes back to the control budget (they served a request).
+    /// Gives bytes back to the control budget (they served a request); never above its size.
     pub fn credit(&self, n: usize) {
-        self.budget
-            .fetch_add(i64::try_from(n).unwrap_or(i64::MAX), Ordering::Relaxed);
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        let cap = self.cap;
+        let _ = self
+            .budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some(b.saturating_add(n).min(cap.max(b)))
+            });
     }
 
     fn refill(&self, limits: &ListenerLimits) {
         let now = now_ms();
         let last = self.last_refill.swap(now, Ordering::Relaxed);
         let elapsed = i64::try_from(now.saturating_sub(last)).unwrap_or(i64::MAX);
-        let add = (limits.control_budget / 8).saturating_mul(elapsed) / 1000;
-        let cap = limits.control_budget;
+        let add = (limits.control_budget / 32).saturating_mul(elapsed) / 1000;
+        let cap = self.cap;
         let _ = self
             .budget
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
@@ -185,7 +194,6 @@ impl Conn {
         RequestGuard {
             conn: self.clone(),
             id,
-            header_bytes: 0,
             done: false,
         }
     }
@@ -207,13 +215,11 @@ impl Conn {
         }
     }
 
-    fn end_request(&self, id: u64, completed: bool, header_bytes: usize) {
+    fn end_request(&self, id: u64, completed: bool) {
         self.slots().retain(|s| s.id != id);
         if completed {
             self.served.fetch_add(1, Ordering::Relaxed);
-            self.credit(header_bytes);
-            self.budget
-                .fetch_add(REQUEST_FRAME_ALLOWANCE, Ordering::Relaxed);
+            self.credit(REQUEST_FRAME_ALLOWANCE);
         } else {
             self.budget
                 .fetch_sub(ABANDONED_REQUEST_COST, Ordering::Relaxed);
@@ -290,13 +296,12 @@ impl Conn {
 pub struct RequestGuard {
     conn: Arc<Conn>,
     id: u64,
-    header_bytes: usize,
     done: bool,
 }
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        self.conn.end_request(self.id, self.done, self.header_bytes);
+        self.conn.end_request(self.id, self.done);
     }
 }
 
@@ -486,11 +491,9 @@ impl hyper::body::Body for TrackedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
-            self.settle();
-        }
-        polled
+        // The request ends when the body is dropped, not at its last frame: HTTP/2 keeps the
+        // body until its last chunk fits the client's flow-control window.
+        Pin::new(&mut self.inner).poll_frame(cx)
     }
     fn is_end_stream(&self) -> bool {
         self.inner.is_end_stream()
@@ -536,14 +539,23 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Tracked {
         Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>>;
 
     fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
-        let mut guard = self.conn.start_request(self.request_deadline);
-        guard.header_bytes = req
+        let guard = self.conn.start_request(self.request_deadline);
+        // The request's head was paid for when it was read: give it back. HTTP/2 heads are
+        // HPACK-compressed, so their decoded size says little of what was read: a fixed
+        // allowance, below the cost of abandoning the request.
+        let head = req
             .headers()
             .iter()
             .map(|(k, v)| k.as_str().len() + v.len() + 4)
             .sum::<usize>()
             + req.uri().path().len()
             + 16;
+        let h2 = self.conn.h2.load(Ordering::Relaxed);
+        self.conn.credit(if h2 {
+            head.min(H2_HEAD_ALLOWANCE)
+        } else {
+            head
+        });
         let mut req = req.map(Body::new);
         req.extensions_mut().insert(RequestHandle {
             conn: self.conn.clone(),
@@ -573,7 +585,7 @@ pub async fn supervise<C>(
     stop: Option<super::Shutdown>,
 ) -> CloseReason
 where
-    C: hyper_util::server::graceful::GracefulConnection,
+    C: hyper_util::server::graceful::GracefulConnection<Error = hyper::Error>,
 {
     tokio::pin!(connection);
     let mut tick = tokio::time::interval(limits.tick());
@@ -595,7 +607,14 @@ where
             }
         };
         tokio::select! {
-            _ = connection.as_mut() => {
+            ended = connection.as_mut() => {
+                if let Err(e) = &ended {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                    if e.is_timeout() && conn.reason().is_none() {
+                        // hyper's own timer: the HTTP/2 keep-alive PING went unanswered.
+                        return CloseReason::keepalive_timeout;
+                    }
+                }
                 return conn.reason().unwrap_or(if draining { CloseReason::shutdown } else { CloseReason::client });
             }
             _ = conn.kill.notified() => {}

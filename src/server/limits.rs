@@ -14,7 +14,7 @@
 //! | response write | handed to the connection within [`WRITE_TIMEOUT_MS`] of being ready (a reader that stops reading is dropped) | 10 s |
 //! | idle | no request in flight for [`IDLE_TIMEOUT_MS`] (HTTP/2 PINGs do not count as activity) | 90 s |
 //! | HTTP/2 | [`HTTP2_MAX_CONCURRENT_STREAMS`] per connection; keep-alive PING every [`HTTP2_KEEPALIVE_INTERVAL_MS`], closed when unanswered for [`HTTP2_KEEPALIVE_TIMEOUT_MS`] | 256, 30 s, 10 s |
-//! | bytes that serve no request | [`CONTROL_BUDGET_BYTES`]: see below | 4 MiB |
+//! | bytes that serve no request | [`CONTROL_BUDGET_BYTES`]: see below | 2 MiB |
 //! | stop | in-flight reviews get [`SHUTDOWN_GRACE_SECONDS`]; idle connections close at once, connections reading a body or writing a response 1 s after the stop | 20 s |
 //!
 //! The health listener (plain HTTP/1.1) has its own, smaller set: [`HEALTH_MAX_CONNECTIONS`],
@@ -22,10 +22,13 @@
 //! [`HEALTH_IDLE_TIMEOUT_MS`] idle, 8 KiB of headers, no request body.
 //!
 //! The control budget is metered at the IO layer, under HTTP: every byte a connection reads
-//! (after TLS) is taken from a bucket of [`CONTROL_BUDGET_BYTES`], refilled at an eighth of that
-//! per second. A request gives its header and body bytes back (bodies as they are read, headers
-//! once its response is written), plus 512 bytes for the frames around it; a request the client
-//! abandons (an HTTP/2 reset before the answer is written) costs 4 KiB more. HTTP/2 SETTINGS,
+//! (after TLS) is taken from a bucket of [`CONTROL_BUDGET_BYTES`], refilled at 1/32 of that per
+//! second, never above that size. A request gives its header bytes back when it starts (HTTP/1.1:
+//! their size; HTTP/2: at most 512 bytes, since HPACK makes the decoded size unrelated to what was
+//! read), its body bytes as the handler reads them, and 512 bytes for the frames around it once its answer is written; a request the
+//! client abandons (an HTTP/2 reset before the answer is written) costs 4 KiB instead. What a
+//! well-behaved client owes at any moment is thus at most the data in flight under its flow-control
+//! window (1 MiB), which is why the budget is at least that. HTTP/2 SETTINGS,
 //! PING, WINDOW_UPDATE, RST_STREAM and other frames that serve no request are thus paid from the
 //! bucket; a connection that empties it gets GOAWAY and is closed. The frames themselves are not
 //! parsed here: hyper and h2 bound what they can (pending-accept resets, locally reset streams,
@@ -144,9 +147,9 @@ pub const MAX_HEADER_BYTES: Range = range(
 pub const CONTROL_BUDGET_BYTES: Range = range(
     "control-budget-bytes",
     "controlBudgetBytes",
-    64 * 1024,
+    1024 * 1024,
     1024 * 1024 * 1024,
-    4 * 1024 * 1024,
+    2 * 1024 * 1024,
 );
 pub const SHUTDOWN_GRACE_SECONDS: Range =
     range("shutdown-grace-seconds", "shutdownGraceSeconds", 0, 300, 20);
@@ -195,7 +198,9 @@ pub const CLOSE_GRACE: Duration = Duration::from_millis(1000);
 /// Extra cost of a request abandoned before its answer was written.
 pub const ABANDONED_REQUEST_COST: i64 = 4096;
 /// Bytes given back per completed request for the frames around it.
-pub const REQUEST_FRAME_ALLOWANCE: i64 = 512;
+pub const REQUEST_FRAME_ALLOWANCE: usize = 512;
+/// Bytes given back at most for an HTTP/2 request's (compressed) head.
+pub const H2_HEAD_ALLOWANCE: usize = 512;
 
 /// The bounds of one listener.
 #[derive(Clone, Debug)]

@@ -134,7 +134,7 @@ pub struct ServerArgs {
     /// Request header bytes at most (HTTP/1.1 head, HTTP/2 header list) (8192-1048576) [default: 16384].
     #[arg(long)]
     pub max_header_bytes: Option<u64>,
-    /// Bytes a connection may read that serve no request (HTTP/2 control frames, abandoned requests) before it is closed; refilled at 1/8 per second (65536-1073741824) [default: 4194304].
+    /// Bytes a connection may read that serve no request (HTTP/2 control frames, abandoned requests) before it is closed; refilled at 1/32 per second (1048576-1073741824) [default: 2097152].
     #[arg(long)]
     pub control_budget_bytes: Option<u64>,
     /// Open connections on the health listener at most (1-4096) [default: 64].
@@ -248,6 +248,8 @@ impl AppState {
 /// `server`.
 pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
     let _log_writer = crate::logging::init(args.log_format);
+    // Signal handlers first: a stop that comes during start-up is a stop, not a kill.
+    let shutdown = install_shutdown();
     let config = match &args.config {
         Some(path) => Some(FileConfig::load(path)?),
         None => None,
@@ -393,7 +395,6 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
         "serving https://{tls_local}/authenticate\nhealth http://{health_local}\n"
     ));
 
-    let shutdown = install_shutdown();
     let https = conn::Registry::new(
         crate::metrics::Listener::https,
         limits.https.clone(),
@@ -459,15 +460,17 @@ pub struct Shutdown {
 }
 
 fn install_shutdown() -> Shutdown {
+    use tokio::signal::unix::{signal, SignalKind};
     let (tx, _) = tokio::sync::watch::channel(0u8);
     let tx = Arc::new(tx);
     let sender = tx.clone();
+    // Registered here, before the caller goes on: a signal from now on is seen.
+    let handlers = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    );
     tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
             tracing::error!("cannot install signal handlers");
             return;
         };
