@@ -761,3 +761,46 @@ fn numeric_flags_out_of_range_are_refused() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("server.maxConnections"), "{stderr}");
 }
+
+/// A TLS ClientHello whose SNI is an IP address (as Go clients send when the URL holds one).
+fn client_hello_with_ip_sni() -> Vec<u8> {
+    let name = b"127.0.0.1";
+    let mut sni = vec![0u8];
+    sni.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    sni.extend_from_slice(name);
+    let mut list = (sni.len() as u16).to_be_bytes().to_vec();
+    list.extend_from_slice(&sni);
+    let mut extensions = vec![0, 0];
+    extensions.extend_from_slice(&(list.len() as u16).to_be_bytes());
+    extensions.extend_from_slice(&list);
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&[7u8; 32]);
+    body.push(0);
+    body.extend_from_slice(&[0, 4, 0x13, 0x01, 0xc0, 0x2b, 1, 0]);
+    body.extend_from_slice(&(extensions.len() as u16).to_be_bytes());
+    body.extend_from_slice(&extensions);
+    let mut handshake = vec![1, 0];
+    handshake.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    handshake.extend_from_slice(&body);
+    let mut record = vec![0x16, 3, 1];
+    record.extend_from_slice(&(handshake.len() as u16).to_be_bytes());
+    record.extend_from_slice(&handshake);
+    record
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ip_address_sni_is_not_logged_per_connection() {
+    let _serial = SERIAL.lock().await;
+    let t = target(&[]).await;
+    for _ in 0..5 {
+        let mut s = TcpStream::connect(t.https).await.expect("connect");
+        s.write_all(&client_hello_with_ip_sni())
+            .await
+            .expect("hello");
+        until_closed(s).await;
+    }
+    t.assert_closed_for("https", "tls_error", 5).await;
+    let stderr = t.server.proc.stderr();
+    assert!(!stderr.contains("WARN"), "{stderr}");
+    assert!(!stderr.contains("SNI"), "{stderr}");
+}
