@@ -804,3 +804,29 @@ async fn ip_address_sni_is_not_logged_per_connection() {
     assert!(!stderr.contains("WARN"), "{stderr}");
     assert!(!stderr.contains("SNI"), "{stderr}");
 }
+
+#[test]
+fn every_connection_bound_is_documented_and_a_flag() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
+    let security = readme
+        .split("## Security")
+        .nth(1)
+        .expect("a Security section");
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_ram-authenticator"))
+        .args(["server", "--help"])
+        .output()
+        .expect("help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    for r in ram_authenticator::server::limits::RANGES {
+        let row = format!(
+            "| `--{}` | `{}` | {} | {}-{} |",
+            r.flag, r.key, r.default, r.min, r.max
+        );
+        assert!(
+            security.contains(&row),
+            "README Security lacks the row {row}"
+        );
+        assert!(help.contains(&format!("--{}", r.flag)), "{}", r.flag);
+    }
+}
