@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs besides cargo: kubectl, for tests/kubectl.rs.
+# Installs what the test suite needs besides cargo: kubectl, for tests/kubectl.rs, and Python's
+# Prometheus client (its OpenMetrics parser), for tests/observability.rs.
 #
 # Idempotent and quiet when everything is already there. A kubectl already on PATH (or named by
 # $KUBECTL) is kept; otherwise Debian's `kubernetes-client` package is installed with apt-get.
@@ -11,6 +12,31 @@ have_kubectl() {
     local k="${KUBECTL:-kubectl}"
     command -v "$k" >/dev/null 2>&1 && "$k" version --client >/dev/null 2>&1
 }
+
+# Python's Prometheus client, whose OpenMetrics parser reads /metrics in tests/observability.rs
+# (which tries `python3`, then the system's /usr/bin/python3, as this does).
+have_prometheus_parser() {
+    local py
+    for py in python3 /usr/bin/python3; do
+        "$py" -c 'import prometheus_client.openmetrics.parser' >/dev/null 2>&1 && return 0
+    done
+    return 1
+}
+if ! have_prometheus_parser; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "install-test-deps: installing python3-prometheus-client"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 python3-prometheus-client >/dev/null
+    elif command -v sudo >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+        echo "install-test-deps: installing python3-prometheus-client"
+        sudo DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+        sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 python3-prometheus-client >/dev/null
+    fi
+    if ! have_prometheus_parser; then
+        echo "install-test-deps: python3 with prometheus_client is missing; install python3-prometheus-client (Debian) or 'pip install prometheus-client'" >&2
+        exit 1
+    fi
+fi
 
 if have_kubectl; then
     exit 0

@@ -86,6 +86,6 @@ review "$OTHER" authentication.k8s.io/v1beta1 | jq -c .status
 
 echo
 echo "==> the audit log of the server ($WORK/server.log):"
-grep '"review"\| review' "$WORK/server.log" | tail -n 2 || tail -n 2 "$WORK/server.log"
+grep ' audit: \|"target":"audit"' "$WORK/server.log" | tail -n 2 || tail -n 2 "$WORK/server.log"
 echo
 echo "quickstart: OK"

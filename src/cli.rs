@@ -26,6 +26,8 @@ pub enum Command {
     Kubeconfig(crate::client::KubeconfigArgs),
     /// Print the RAMIdentityMapping CustomResourceDefinition (YAML).
     Crd,
+    /// Print the version, git commit, build date and compiler.
+    Version(crate::build_info::VersionArgs),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -41,5 +43,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             crate::output::emit(&crate::kube::crd::crd_yaml()?)?;
             Ok(0)
         }
+        Command::Version(args) => crate::build_info::version(&args),
     }
 }

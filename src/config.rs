@@ -130,6 +130,9 @@ pub struct ServerSection {
     /// Accounts whose ARNs and UIDs are kept out of the logs.
     #[serde(rename = "scrubbedaccounts", default, deserialize_with = "strings")]
     pub scrubbed_accounts: Vec<String>,
+    /// Level of an allow's audit line: `info` (default), `debug` or `off`.
+    #[serde(rename = "auditallows")]
+    pub audit_allows: Option<crate::audit::AuditAllows>,
 }
 
 /// The file could not be used.

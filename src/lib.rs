@@ -5,7 +5,9 @@
 //! [`mapping`] turns the identity into a Kubernetes user, and [`review`] encodes the answer.
 
 pub mod arn;
+pub mod audit;
 pub mod authenticator;
+pub mod build_info;
 pub mod cli;
 pub mod client;
 pub mod config;

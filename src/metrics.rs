@@ -1,5 +1,11 @@
 //! Prometheus metrics (`/metrics`). The `ack_ram_authenticator_*` names and labels of the
 //! public server are kept so that existing dashboards work; the rest are additions.
+//!
+//! The body is OpenMetrics text (ending in `# EOF`), served as [`CONTENT_TYPE`]; Prometheus
+//! reads it. Besides the server's own metrics: `ack_ram_authenticator_build_info` and the
+//! conventional `process_*` metrics (Linux; read from `/proc` at scrape time).
+
+mod process;
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -13,6 +19,9 @@ use prometheus_client::registry::Registry;
 
 /// Metric namespace, as in ack-ram-authenticator.
 pub const NAMESPACE: &str = "ack_ram_authenticator";
+
+/// The content type of [`Metrics::encode`]'s body.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// `result` of `authenticate_latency_seconds`.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -111,6 +120,14 @@ pub struct SourceLabel {
     pub source: String,
 }
 
+/// Labels of `build_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: String,
+    pub commit: String,
+    pub rustc: String,
+}
+
 /// Every metric the server exports, registered in one [`Registry`] passed around by `Arc`.
 pub struct Metrics {
     pub registry: Registry,
@@ -130,6 +147,9 @@ pub struct Metrics {
     pub certificate_expiry: Gauge<f64, AtomicU64>,
     pub connections_open: Family<ListenerLabel, Gauge>,
     pub connections_closed: Family<ClosedLabel, Counter>,
+    pub build_info: Family<BuildLabels, Gauge>,
+    /// Metrics without the namespace (`process_*`).
+    pub unprefixed: Registry,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -254,6 +274,22 @@ impl Metrics {
                 let _ = connections_closed.get_or_create(&ClosedLabel { listener, reason });
             }
         }
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        registry.register(
+            "build_info",
+            "Always 1; the labels say which build is running",
+            build_info.clone(),
+        );
+        let build = crate::build_info::BUILD;
+        build_info
+            .get_or_create(&BuildLabels {
+                version: build.version.into(),
+                commit: build.git_commit.into(),
+                rustc: build.rustc.into(),
+            })
+            .set(1);
+        let mut unprefixed = Registry::default();
+        unprefixed.register_collector(Box::new(process::ProcessCollector));
         Self {
             registry,
             authenticate_latency,
@@ -272,6 +308,8 @@ impl Metrics {
             certificate_expiry,
             connections_open,
             connections_closed,
+            build_info,
+            unprefixed,
         }
     }
 
@@ -317,11 +355,14 @@ impl Metrics {
             .inc();
     }
 
-    /// The text exposition format.
+    /// The OpenMetrics text exposition ([`CONTENT_TYPE`]).
     pub fn encode(&self) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.unprefixed);
+        let _ = encode_eof(&mut out);
         out
     }
 }
@@ -329,6 +370,38 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_openmetrics_exposition_with_build_and_process_metrics() {
+        let text = Metrics::new().encode();
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert_eq!(text.matches("# EOF").count(), 1, "{text}");
+        let build = crate::build_info::BUILD;
+        assert!(
+            text.contains(&format!(
+                "ack_ram_authenticator_build_info{{version=\"{}\",commit=\"{}\",rustc=\"{}\"}} 1\n",
+                build.version, build.git_commit, build.rustc
+            )),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE ack_ram_authenticator_build_info gauge\n"));
+        if cfg!(target_os = "linux") {
+            for name in [
+                "process_cpu_seconds_total ",
+                "process_resident_memory_bytes ",
+                "process_virtual_memory_bytes ",
+                "process_open_fds ",
+                "process_max_fds ",
+                "process_start_time_seconds ",
+            ] {
+                assert!(
+                    text.lines().any(|l| l.starts_with(name)),
+                    "{name} missing: {text}"
+                );
+            }
+            assert!(!text.contains("ack_ram_authenticator_process_"), "{text}");
+        }
+    }
 
     #[test]
     fn keeps_public_names() {

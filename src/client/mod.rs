@@ -189,13 +189,7 @@ pub struct KubeconfigArgs {
 
 /// Logs to standard error (kubectl shows a plugin's stderr). `RUST_LOG` sets the level.
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+    crate::logging::init_client("warn");
 }
 
 /// `token`: prints an ExecCredential (or the bare token).

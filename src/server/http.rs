@@ -1,6 +1,7 @@
-//! The HTTP layer: routes, the review handler with its audit line, the accept loops of the TLS
-//! and the plain health listeners. The bounds on connections are in [`super::limits`], their
-//! bookkeeping in [`super::conn`].
+//! The HTTP layer: routes, the review handler (read the body, decode, authenticate, encode; the
+//! audit record is [`crate::audit`]'s), the accept loops of the TLS and the plain health
+//! listeners. The bounds on connections are in [`super::limits`], their bookkeeping in
+//! [`super::conn`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use super::conn::{self, Metered, Registry, RequestHandle, Stage, Tracked};
 use super::limits::ListenerLimits;
 use super::{AppState, Shutdown};
+use crate::audit;
 use crate::authenticator::Denial;
 use crate::metrics::{AuthResult, CloseReason};
 use crate::review::{self, MAX_BODY};
@@ -51,10 +53,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .cache_entries
         .set(i64::try_from(state.auth.cached_entries()).unwrap_or(i64::MAX));
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         state.metrics.encode(),
     )
         .into_response()
@@ -137,100 +136,52 @@ async fn authenticate(State(state): State<Arc<AppState>>, req: Request) -> Respo
     let request = match review::decode(&body) {
         Ok(r) => r,
         Err(e) => {
-            state
-                .metrics
-                .observe_review(AuthResult::malformed_request, started.elapsed());
-            tracing::info!(target: "audit", decision = "malformed", reason = %e, "review");
+            let record = audit::Record::malformed(&e, started.elapsed());
+            state.metrics.observe_review(record.result, record.duration);
+            state.audit.log(&record);
             return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
         }
     };
     if let Some(refusal) = request.refusal() {
-        state
-            .metrics
-            .observe_review(AuthResult::invalid_token, started.elapsed());
-        tracing::info!(target: "audit", decision = "deny", reason = "invalid_token", error = %refusal, token_bytes = request.token.expose().len(), api_version = request.api_version.as_str(), "review");
-        return Json(review::encode_deny(request.api_version, &refusal)).into_response();
+        let record = audit::Record::refused(refusal, request.api_version, started.elapsed());
+        state.metrics.observe_review(record.result, record.duration);
+        state.audit.log(&record);
+        return Json(review::encode_deny(request.api_version, record.error())).into_response();
     }
     let work = async {
         let _permit = state.review_permits.acquire().await;
         state.auth.authenticate(request.token.expose()).await
     };
-    let outcome = match tokio::time::timeout_at(deadline, work).await {
+    let mut outcome = match tokio::time::timeout_at(deadline, work).await {
         Ok(o) => o,
         Err(_) => {
-            let msg = "STS unavailable (review deadline exceeded); try again shortly";
-            state
-                .metrics
-                .observe_review(AuthResult::sts_error, started.elapsed());
-            tracing::warn!(target: "audit", decision = "deny", reason = "deadline", token_hash = %crate::types::short_hash(request.token.expose()), duration_ms = started.elapsed().as_millis() as u64, "review");
-            return Json(review::encode_deny(request.api_version, msg)).into_response();
+            let record = audit::Record::deadline(
+                request.token.expose(),
+                request.api_version,
+                started.elapsed(),
+            );
+            state.metrics.observe_review(record.result, record.duration);
+            state.audit.log(&record);
+            return Json(review::encode_deny(request.api_version, record.error())).into_response();
         }
     };
-    let scrubbed = outcome
-        .account_id
-        .as_deref()
-        .is_some_and(|a| state.auth.is_scrubbed(a));
-    let decision = outcome.decision.and_then(|user| {
+    let mut audiences = None;
+    if outcome.decision.is_ok() {
         match review::audiences(&request.audiences, &state.audiences) {
-            Ok(auds) => Ok((user, auds)),
-            Err(_) => Err(Denial::Audience),
+            Ok(auds) => audiences = auds,
+            Err(_) => outcome.decision = Err(Denial::Audience),
         }
+    }
+    let record = audit::Record::review(&outcome, request.api_version, started.elapsed(), |a| {
+        state.auth.is_scrubbed(a)
     });
-    let shown = |s: &str| {
-        if scrubbed {
-            "[scrubbed]".to_string()
-        } else {
-            s.to_string()
+    state.metrics.observe_review(record.result, record.duration);
+    state.audit.log(&record);
+    match &outcome.decision {
+        Ok(user) => {
+            Json(review::encode_allow(request.api_version, user, audiences)).into_response()
         }
-    };
-    let arn = outcome.arn.as_deref().map(shown).unwrap_or_default();
-    let elapsed = started.elapsed();
-    match decision {
-        Ok((user, auds)) => {
-            state.metrics.observe_review(AuthResult::success, elapsed);
-            tracing::info!(
-                target: "audit",
-                decision = "allow",
-                reason = "mapped",
-                format = outcome.format.unwrap_or(""),
-                access_key_id = outcome.access_key_id.as_deref().unwrap_or(""),
-                arn = %arn,
-                uid = %shown(&user.uid),
-                username = %if scrubbed && outcome.account_id.as_deref().is_some_and(|a| user.username.contains(a)) { "[scrubbed]".to_string() } else { user.username.clone() },
-                groups = ?user.groups,
-                mapped_by = %user.mapped_by,
-                cache_hit = outcome.cache_hit,
-                token_hash = %outcome.token_hash,
-                duration_ms = elapsed.as_secs_f64() * 1000.0,
-                api_version = request.api_version.as_str(),
-                "review"
-            );
-            Json(review::encode_allow(request.api_version, &user, auds)).into_response()
-        }
-        Err(denial) => {
-            state.metrics.observe_review(denial.result(), elapsed);
-            let error = match (&denial, scrubbed) {
-                (Denial::NotMapped(_), true) => {
-                    "the identity is not mapped to any Kubernetes user".to_string()
-                }
-                _ => denial.status_error(),
-            };
-            tracing::info!(
-                target: "audit",
-                decision = "deny",
-                reason = %denial.reason(),
-                format = outcome.format.unwrap_or(""),
-                access_key_id = outcome.access_key_id.as_deref().unwrap_or(""),
-                arn = %arn,
-                cache_hit = outcome.cache_hit,
-                token_hash = %outcome.token_hash,
-                duration_ms = elapsed.as_secs_f64() * 1000.0,
-                api_version = request.api_version.as_str(),
-                error = %error,
-                "review"
-            );
-            Json(review::encode_deny(request.api_version, &error)).into_response()
-        }
+        Err(_) => Json(review::encode_deny(request.api_version, record.error())).into_response(),
     }
 }
 

@@ -152,6 +152,9 @@ pub struct ServerArgs {
     /// Log format.
     #[arg(short = 'l', long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Level of an allow's audit line (a deny's is always info) [default: info].
+    #[arg(long, value_enum)]
+    pub audit_allows: Option<crate::audit::AuditAllows>,
 }
 
 /// Arguments of `check-config`.
@@ -219,6 +222,7 @@ pub struct AppState {
     pub review_permits: tokio::sync::Semaphore,
     /// Deadline of a request body, from the request's start.
     pub body_timeout: Duration,
+    pub audit: crate::audit::Audit,
 }
 
 impl AppState {
@@ -250,6 +254,14 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
     let _log_writer = crate::logging::init(args.log_format);
     // Signal handlers first: a stop that comes during start-up is a stop, not a kill.
     let shutdown = install_shutdown();
+    let build = crate::build_info::BUILD;
+    tracing::info!(
+        version = %build.version,
+        commit = %build.git_commit,
+        built = %build.build_date,
+        rustc = %build.rustc,
+        "ram-authenticator starting"
+    );
     let config = match &args.config {
         Some(path) => Some(FileConfig::load(path)?),
         None => None,
@@ -347,6 +359,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
         shutting_down: AtomicBool::new(false),
         review_permits: tokio::sync::Semaphore::new(limits.max_concurrent_reviews),
         body_timeout: limits.https.body,
+        audit: crate::audit::Audit::new(settings.audit_allows),
     });
 
     // Bind.
@@ -387,7 +400,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
         https = %tls_local,
         health = %health_local,
         sts_endpoint = %settings.sts.endpoint,
-        backends = ?settings.backends.iter().map(|b| b.as_str()).collect::<Vec<_>>(),
+        backends = %settings.backends.iter().map(|b| b.as_str()).collect::<Vec<_>>().join(","),
         "ram-authenticator serving"
     );
     // Start-up lines on stdout, for scripts and tests; a closed stdout is not fatal.

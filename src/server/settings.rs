@@ -37,6 +37,7 @@ pub struct Settings {
     pub audiences: Vec<String>,
     pub cache: CacheSettings,
     pub scrubbed_accounts: Vec<String>,
+    pub audit_allows: crate::audit::AuditAllows,
     pub limits: Limits,
 }
 
@@ -233,6 +234,7 @@ impl Settings {
             cache,
             scrubbed_accounts: s.scrubbed_accounts.clone(),
             limits,
+            audit_allows: args.audit_allows.or(s.audit_allows).unwrap_or_default(),
         })
     }
 }
