@@ -655,3 +655,123 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> ListenerLimits {
+        let ms = Duration::from_millis;
+        ListenerLimits {
+            max_connections: 2,
+            tls_handshake: ms(1000),
+            header: ms(1000),
+            body: ms(1000),
+            write: ms(1000),
+            idle: ms(5000),
+            max_header_bytes: 8192,
+            http2_max_streams: 256,
+            http2_keepalive_interval: ms(1000),
+            http2_keepalive_timeout: ms(1000),
+            control_budget: 100_000,
+        }
+    }
+
+    fn ready_conn(id: u64, h2: bool) -> Arc<Conn> {
+        let c = Arc::new(Conn::new(id, limits().control_budget));
+        c.ready(h2);
+        c
+    }
+
+    #[test]
+    fn reading_past_the_budget_closes_and_credits_never_overfill() {
+        let c = ready_conn(1, true);
+        c.credit(1_000_000);
+        assert_eq!(
+            c.budget.load(Ordering::Relaxed),
+            100_000,
+            "credit is capped"
+        );
+        c.on_read(60_000);
+        assert_eq!(c.reason(), None);
+        c.on_read(60_000);
+        assert_eq!(c.reason(), Some(CloseReason::control_frames));
+        assert_eq!(
+            c.check(&limits(), now_ms()),
+            Some(CloseReason::control_frames)
+        );
+    }
+
+    #[test]
+    fn abandoned_requests_cost_and_completed_ones_do_not() {
+        let c = ready_conn(1, true);
+        let before = c.budget.load(Ordering::Relaxed);
+        drop(c.start_request(Duration::from_secs(1)));
+        assert_eq!(
+            c.budget.load(Ordering::Relaxed),
+            before - ABANDONED_REQUEST_COST
+        );
+        let mut done = c.start_request(Duration::from_secs(1));
+        done.done = true;
+        drop(done);
+        assert_eq!(
+            c.budget.load(Ordering::Relaxed),
+            before - ABANDONED_REQUEST_COST + i64::try_from(REQUEST_FRAME_ALLOWANCE).unwrap_or(0)
+        );
+        assert_eq!(c.served.load(Ordering::Relaxed), 1);
+        assert_eq!(c.in_flight.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn each_stage_has_its_deadline() {
+        let l = limits();
+        let now = now_ms();
+        // No request after the handshake.
+        let c = ready_conn(1, true);
+        assert_eq!(c.check(&l, now + 500), None);
+        assert_eq!(c.check(&l, now + 1500), Some(CloseReason::header_timeout));
+        // HTTP/1.1 head started but never finished.
+        let c = ready_conn(2, false);
+        c.served.store(1, Ordering::Relaxed);
+        c.on_read(10);
+        assert_eq!(c.check(&l, now + 1500), Some(CloseReason::header_timeout));
+        // HTTP/2 bytes (PINGs) while idle do not count as activity.
+        let c = ready_conn(3, true);
+        c.served.store(1, Ordering::Relaxed);
+        c.on_read(17);
+        assert_eq!(c.check(&l, now + 4000), None);
+        assert_eq!(c.check(&l, now + 6000), Some(CloseReason::idle));
+        // A request past its deadline, then an answer not taken.
+        let c = ready_conn(4, true);
+        let g = c.start_request(Duration::from_millis(1000));
+        assert_eq!(c.check(&l, now + 500), None);
+        assert_eq!(c.check(&l, now + 1500), Some(CloseReason::slow));
+        c.stage(g.id, Stage::Write, Some(Duration::from_millis(200)));
+        assert_eq!(c.check(&l, now_ms() + 100), None);
+        assert_eq!(
+            c.check(&l, now_ms() + 400),
+            Some(CloseReason::write_timeout)
+        );
+    }
+
+    #[test]
+    fn the_cap_sheds_the_most_expendable_connection() {
+        let metrics = Arc::new(Metrics::new());
+        let r = Registry::new(Listener::https, limits(), metrics);
+        let busy = r.register();
+        busy.ready(true);
+        let mut g = busy.start_request(Duration::from_secs(10));
+        busy.stage(g.id, Stage::Handler, None);
+        let fresh = r.register();
+        fresh.ready(true);
+        assert!(r.make_room(), "a connection that never sent a request goes");
+        assert_eq!(fresh.reason(), Some(CloseReason::shed));
+        assert_eq!(busy.reason(), None);
+        r.remove(&fresh, CloseReason::shed);
+        let other = r.register();
+        other.close(CloseReason::idle);
+        // Only a review being authenticated and a connection already closing: refuse.
+        assert!(!r.make_room());
+        g.done = true;
+    }
+}
