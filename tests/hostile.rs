@@ -646,18 +646,34 @@ async fn twenty_stops_exit_zero_quickly_even_with_a_slow_body_open() {
     let emu = Emulator::start(dir.path(), &[]);
     for round in 0..20 {
         let server = Server::start(dir.path(), &emu.url, &[]);
-        // Every other round, a connection is sending a request body very slowly.
-        let mut held = None;
-        if round % 2 == 1 {
+        // Every other round, a connection is sending a request body very slowly (HTTP/1.1 or
+        // HTTP/2).
+        let mut held_h1 = None;
+        let mut held_h2 = None;
+        if round % 4 == 1 {
             let mut s = tls_to(&server, b"http/1.1").await;
             s.write_all(b"POST /authenticate HTTP/1.1\r\nHost: x\r\nContent-Length: 200\r\n\r\n{")
                 .await
                 .expect("write");
-            held = Some(s);
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            held_h1 = Some(s);
+        } else if round % 4 == 3 {
+            let (client, connection) = h2::client::handshake(tls_to(&server, b"h2").await)
+                .await
+                .expect("h2");
+            tokio::spawn(connection);
+            let mut c = client.ready().await.expect("ready");
+            let req = axum::http::Request::post(server.url.clone())
+                .header("content-length", "200")
+                .body(())
+                .expect("request");
+            let (response, mut body) = c.send_request(req, false).expect("send");
+            body.send_data(Bytes::from_static(b"{"), false)
+                .expect("data");
+            held_h2 = Some((c, response, body));
         }
+        tokio::time::sleep(Duration::from_millis(100)).await;
         stop_within(server, Duration::from_secs(5), round).await;
-        drop(held);
+        drop((held_h1, held_h2));
     }
 }
 

@@ -623,6 +623,11 @@ where
                 if let Some(reason) = conn.check(limits, now_ms()) {
                     conn.close(reason);
                 }
+                // Draining and nothing left in flight: a client that does not acknowledge the
+                // GOAWAY does not hold the stop.
+                if draining && drop_at.is_none() && conn.in_flight.load(Ordering::Relaxed) == 0 {
+                    drop_at = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+                }
             }
             _ = stopping => {
                 draining = true;
