@@ -167,7 +167,7 @@ pub const HEALTH_IDLE_TIMEOUT_MS: Range = range(
     "healthIdleTimeoutMs",
     100,
     3_600_000,
-    30_000,
+    120_000,
 );
 
 /// Every connection bound, for the docs and the tests.

@@ -143,7 +143,7 @@ pub struct ServerArgs {
     /// Health listener: deadline of a request and of its answer, in ms (100-60000) [default: 5000].
     #[arg(long)]
     pub health_timeout_ms: Option<u64>,
-    /// Health listener: idle connections are closed after this, in ms (100-3600000) [default: 30000].
+    /// Health listener: idle connections are closed after this (longer than a scrape interval), in ms (100-3600000) [default: 120000].
     #[arg(long)]
     pub health_idle_timeout_ms: Option<u64>,
     /// How often the config file and the serving certificate are checked for changes, in ms.
