@@ -843,6 +843,12 @@ fn every_connection_bound_is_documented_and_a_flag() {
             security.contains(&row),
             "README Security lacks the row {row}"
         );
-        assert!(help.contains(&format!("--{}", r.flag)), "{}", r.flag);
+        let entry = help
+            .split(&format!("--{} ", r.flag))
+            .nth(1)
+            .and_then(|rest| rest.split("\n      -").next())
+            .unwrap_or_else(|| panic!("--{} is not in server --help", r.flag));
+        let range = format!("({}-{}) [default: {}]", r.min, r.max, r.default);
+        assert!(entry.contains(&range), "--{}: {entry}", r.flag);
     }
 }
