@@ -54,12 +54,18 @@ fn color_allowed(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
 #[must_use = "dropping the guard stops the log writer"]
 pub fn init(format: LogFormat) -> WorkerGuard {
     let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // rustls warns for every client that sends an IP address as SNI (Go clients do when the
-    // webhook URL holds an IP): per-connection noise, kept out unless RUST_LOG names rustls.
-    let names_rustls = std::env::var("RUST_LOG").is_ok_and(|v| v.contains("rustls"));
-    if !names_rustls {
-        if let Ok(quiet) = "rustls::msgs::handshake=error".parse() {
-            filter = filter.add_directive(quiet);
+    // Per-connection warnings of the TLS and HTTP/2 libraries, which any client can cause (an IP
+    // address as SNI, which Go clients send when the URL holds one; HTTP/2 reset limits reached),
+    // are kept out unless RUST_LOG names the library: the connection metrics count them.
+    let rust_log = std::env::var("RUST_LOG").unwrap_or_default();
+    for (library, directive) in [
+        ("rustls", "rustls::msgs::handshake=error"),
+        ("h2", "h2=error"),
+    ] {
+        if !rust_log.contains(library) {
+            if let Ok(quiet) = directive.parse() {
+                filter = filter.add_directive(quiet);
+            }
         }
     }
     let ansi = use_color();

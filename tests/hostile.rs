@@ -170,6 +170,9 @@ impl Target {
                 .and_then(|v| v.trim().parse().ok())
                 .unwrap_or(0);
             if n >= min {
+                // Attacks leave counts, not per-connection warnings.
+                let stderr = self.server.proc.stderr();
+                assert!(!stderr.contains("WARN"), "{stderr}");
                 return;
             }
             assert!(
