@@ -108,6 +108,9 @@ pub struct ServerSection {
     /// Bytes a connection may read that serve no request (see the README's Security section).
     #[serde(rename = "controlbudgetbytes")]
     pub control_budget_bytes: Option<u64>,
+    /// Request body bytes buffered at once, all connections together.
+    #[serde(rename = "maxbodybufferbytes")]
+    pub max_body_buffer_bytes: Option<u64>,
     /// How long in-flight reviews may take after a stop signal, in seconds.
     #[serde(rename = "shutdowngraceseconds")]
     pub shutdown_grace_seconds: Option<u64>,

@@ -855,3 +855,43 @@ fn every_connection_bound_is_documented_and_a_flag() {
         assert!(entry.contains(&range), "--{}: {entry}", r.flag);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_stalled_bodies_are_shed_at_the_body_buffer() {
+    let _serial = SERIAL.lock().await;
+    let t = target(&[
+        "--max-body-buffer-bytes",
+        "1048576",
+        "--body-timeout-ms",
+        "20000",
+    ])
+    .await;
+    let closed = Closed::default();
+    let chunk: Arc<Vec<u8>> = Arc::new(vec![b' '; 100 * 1024]);
+    for _ in 0..4 {
+        let mut s = t.tls(b"http/1.1").await;
+        let chunk = chunk.clone();
+        let closed = closed.clone();
+        tokio::spawn(async move {
+            let head = b"POST /authenticate HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n";
+            let _ = s.write_all(head).await;
+            // 600 KiB of the body, then nothing.
+            for _ in 0..6 {
+                if s.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+            until_closed(s).await;
+            closed.one();
+        });
+    }
+    t.assert_reviews_answered().await;
+    // Four times 600 KiB do not fit 1 MiB: at least two are shed long before their deadline.
+    let started = Instant::now();
+    while closed.get() < 2 {
+        assert!(started.elapsed() < Duration::from_secs(10), "nothing shed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    t.assert_closed_for("https", "shed", 2).await;
+    t.assert_reviews_answered().await;
+}

@@ -5,8 +5,10 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{
+    AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -69,6 +71,9 @@ pub struct Conn {
     reason: AtomicU8,
     kill: Notify,
     draining: AtomicBool,
+    /// Body bytes its requests are holding.
+    body_bytes: AtomicUsize,
+    registry: Weak<Registry>,
 }
 
 fn reason_code(r: CloseReason) -> u8 {
@@ -80,7 +85,7 @@ fn reason_code(r: CloseReason) -> u8 {
 }
 
 impl Conn {
-    fn new(id: u64, budget: i64) -> Self {
+    fn new(id: u64, budget: i64, registry: Weak<Registry>) -> Self {
         let now = now_ms();
         Self {
             id,
@@ -99,6 +104,29 @@ impl Conn {
             reason: AtomicU8::new(0),
             kill: Notify::new(),
             draining: AtomicBool::new(false),
+            body_bytes: AtomicUsize::new(0),
+            registry,
+        }
+    }
+
+    /// Counts `n` more body bytes held in memory by a request of this connection; past the
+    /// listener's body buffer, the connection holding the most is shed. Give them back with
+    /// [`Self::release_body`].
+    pub fn hold_body(&self, n: usize) {
+        self.body_bytes.fetch_add(n, Ordering::Relaxed);
+        if let Some(registry) = self.registry.upgrade() {
+            let used = registry.body_used.fetch_add(n, Ordering::Relaxed) + n;
+            if used > registry.limits.body_buffer {
+                registry.shed_largest_body();
+            }
+        }
+    }
+
+    /// Gives back body bytes counted by [`Self::hold_body`].
+    pub fn release_body(&self, n: usize) {
+        self.body_bytes.fetch_sub(n, Ordering::Relaxed);
+        if let Some(registry) = self.registry.upgrade() {
+            registry.body_used.fetch_sub(n, Ordering::Relaxed);
         }
     }
 
@@ -320,6 +348,8 @@ pub struct Registry {
     conns: Mutex<HashMap<u64, Arc<Conn>>>,
     next_id: AtomicU64,
     empty: Notify,
+    /// Body bytes held by all requests.
+    body_used: AtomicUsize,
 }
 
 impl Registry {
@@ -331,7 +361,21 @@ impl Registry {
             conns: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             empty: Notify::new(),
+            body_used: AtomicUsize::new(0),
         })
+    }
+
+    /// Closes the connection whose requests hold the most body bytes.
+    fn shed_largest_body(&self) {
+        let victim = self
+            .map()
+            .values()
+            .filter(|c| c.reason().is_none())
+            .max_by_key(|c| c.body_bytes.load(Ordering::Relaxed))
+            .cloned();
+        if let Some(c) = victim {
+            c.close(CloseReason::shed);
+        }
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Conn>>> {
@@ -368,9 +412,13 @@ impl Registry {
         }
     }
 
-    pub fn register(&self) -> Arc<Conn> {
+    pub fn register(self: &Arc<Self>) -> Arc<Conn> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let conn = Arc::new(Conn::new(id, self.limits.control_budget));
+        let conn = Arc::new(Conn::new(
+            id,
+            self.limits.control_budget,
+            Arc::downgrade(self),
+        ));
         self.map().insert(id, conn.clone());
         self.metrics
             .connections_open
@@ -679,11 +727,12 @@ mod tests {
             http2_keepalive_interval: ms(1000),
             http2_keepalive_timeout: ms(1000),
             control_budget: 100_000,
+            body_buffer: 1000,
         }
     }
 
     fn ready_conn(id: u64, h2: bool) -> Arc<Conn> {
-        let c = Arc::new(Conn::new(id, limits().control_budget));
+        let c = Arc::new(Conn::new(id, limits().control_budget, Weak::new()));
         c.ready(h2);
         c
     }
@@ -778,5 +827,21 @@ mod tests {
         // Only a review being authenticated and a connection already closing: refuse.
         assert!(!r.make_room());
         g.done = true;
+    }
+
+    #[test]
+    fn past_the_body_buffer_the_largest_holder_is_shed() {
+        let metrics = Arc::new(Metrics::new());
+        let r = Registry::new(Listener::https, limits(), metrics);
+        let (small, large) = (r.register(), r.register());
+        small.hold_body(100);
+        large.hold_body(800);
+        assert_eq!(large.reason(), None);
+        small.hold_body(200);
+        assert_eq!(large.reason(), Some(CloseReason::shed));
+        assert_eq!(small.reason(), None);
+        large.release_body(800);
+        small.release_body(300);
+        assert_eq!(r.body_used.load(Ordering::Relaxed), 0);
     }
 }

@@ -81,27 +81,45 @@ enum BodyError {
     Broken,
 }
 
+/// Body bytes counted against the listener's body buffer until dropped.
+struct BodyHold<'a> {
+    handle: Option<&'a RequestHandle>,
+    bytes: usize,
+}
+
+impl Drop for BodyHold<'_> {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle {
+            h.conn.release_body(self.bytes);
+        }
+    }
+}
+
 /// Reads a request body of at most [`MAX_BODY`] bytes within `timeout`, giving its bytes back
-/// to the connection's control budget as they arrive.
+/// to the connection's control budget as they arrive and counting them against the listener's
+/// body buffer for as long as the returned hold lives.
 async fn read_body(
     body: Body,
     handle: Option<&RequestHandle>,
     timeout: Duration,
-) -> Result<Bytes, BodyError> {
+) -> Result<(Bytes, BodyHold<'_>), BodyError> {
     let collect = async {
+        let mut hold = BodyHold { handle, bytes: 0 };
         let mut stream = body.into_data_stream();
         let mut out = Vec::new();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|_| BodyError::Broken)?;
-            if let Some(h) = handle {
-                h.conn.credit(chunk.len());
-            }
             if out.len() + chunk.len() > MAX_BODY {
                 return Err(BodyError::TooLarge);
             }
+            if let Some(h) = handle {
+                h.conn.credit(chunk.len());
+                h.conn.hold_body(chunk.len());
+            }
+            hold.bytes += chunk.len();
             out.extend_from_slice(&chunk);
         }
-        Ok(Bytes::from(out))
+        Ok((Bytes::from(out), hold))
     };
     tokio::time::timeout(timeout, collect)
         .await
@@ -120,7 +138,8 @@ async fn authenticate(State(state): State<Arc<AppState>>, req: Request) -> Respo
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
         return body_refused(&state, started, BodyError::TooLarge);
     }
-    let body = match read_body(req.into_body(), handle.as_ref(), state.body_timeout).await {
+    let (body, _held) = match read_body(req.into_body(), handle.as_ref(), state.body_timeout).await
+    {
         Ok(b) => b,
         Err(e) => {
             if let (Some(h), BodyError::Slow) = (&handle, &e) {

@@ -9,7 +9,7 @@
 //! | TLS handshake | [`TLS_HANDSHAKE_TIMEOUT_MS`] | 10 s |
 //! | first bytes, HTTP/2 preface, first request | the first request must have started within [`HEADER_TIMEOUT_MS`] of the handshake | 10 s |
 //! | request headers | HTTP/1.1: complete within [`HEADER_TIMEOUT_MS`] of their first byte; both: at most [`MAX_HEADER_BYTES`] | 10 s, 16 KiB |
-//! | request body | complete within [`BODY_TIMEOUT_MS`] of the request's start, at most 1 MiB | 10 s |
+//! | request body | complete within [`BODY_TIMEOUT_MS`] of the request's start, at most 1 MiB; all bodies being read hold at most [`MAX_BODY_BUFFER_BYTES`] together (past that, the connection holding the most is shed) | 10 s, 64 MiB |
 //! | handler | the review deadline (STS deadline + 1 s) from the request's start, body included; a review permit ([`MAX_CONCURRENT_REVIEWS`]) is taken only once the body is in | 9 s, 1024 |
 //! | response write | handed to the connection within [`WRITE_TIMEOUT_MS`] of being ready (a reader that stops reading is dropped) | 10 s |
 //! | idle | no request in flight for [`IDLE_TIMEOUT_MS`] (HTTP/2 PINGs do not count as activity) | 90 s |
@@ -151,6 +151,14 @@ pub const CONTROL_BUDGET_BYTES: Range = range(
     1024 * 1024 * 1024,
     2 * 1024 * 1024,
 );
+/// Request body bytes buffered at once, all connections together.
+pub const MAX_BODY_BUFFER_BYTES: Range = range(
+    "max-body-buffer-bytes",
+    "maxBodyBufferBytes",
+    1024 * 1024,
+    16 * 1024 * 1024 * 1024,
+    64 * 1024 * 1024,
+);
 pub const SHUTDOWN_GRACE_SECONDS: Range =
     range("shutdown-grace-seconds", "shutdownGraceSeconds", 0, 300, 20);
 pub const HEALTH_MAX_CONNECTIONS: Range = range(
@@ -184,6 +192,7 @@ pub const RANGES: &[Range] = &[
     HTTP2_MAX_CONCURRENT_STREAMS,
     MAX_HEADER_BYTES,
     CONTROL_BUDGET_BYTES,
+    MAX_BODY_BUFFER_BYTES,
     SHUTDOWN_GRACE_SECONDS,
     HEALTH_MAX_CONNECTIONS,
     HEALTH_TIMEOUT_MS,
@@ -216,6 +225,8 @@ pub struct ListenerLimits {
     pub http2_keepalive_interval: Duration,
     pub http2_keepalive_timeout: Duration,
     pub control_budget: i64,
+    /// Request body bytes buffered at once on this listener, all connections together.
+    pub body_buffer: usize,
 }
 
 impl ListenerLimits {
@@ -250,6 +261,7 @@ pub struct Given {
     pub http2_max_concurrent_streams: Option<u64>,
     pub max_header_bytes: Option<u64>,
     pub control_budget_bytes: Option<u64>,
+    pub max_body_buffer_bytes: Option<u64>,
     pub shutdown_grace_seconds: Option<u64>,
     pub health_max_connections: Option<u64>,
     pub health_timeout_ms: Option<u64>,
@@ -316,6 +328,10 @@ impl Limits {
                 file.http2_keepalive_timeout_ms,
             )?,
             control_budget: i64::try_from(control_budget).unwrap_or(i64::MAX),
+            body_buffer: to_usize(
+                MAX_BODY_BUFFER_BYTES
+                    .pick(flags.max_body_buffer_bytes, file.max_body_buffer_bytes)?,
+            ),
         };
         let health_timeout = ms(
             &HEALTH_TIMEOUT_MS,
@@ -341,6 +357,7 @@ impl Limits {
             http2_keepalive_interval: health_timeout,
             http2_keepalive_timeout: health_timeout,
             control_budget: https.control_budget,
+            body_buffer: https.body_buffer,
         };
         Ok(Self {
             https,

@@ -137,6 +137,9 @@ pub struct ServerArgs {
     /// Bytes a connection may read that serve no request (HTTP/2 control frames, abandoned requests) before it is closed; refilled at 1/32 per second (1048576-1073741824) [default: 2097152].
     #[arg(long)]
     pub control_budget_bytes: Option<u64>,
+    /// Request body bytes buffered at once, all connections together; past that, the connection holding the most is closed (1048576-17179869184) [default: 67108864].
+    #[arg(long)]
+    pub max_body_buffer_bytes: Option<u64>,
     /// Open connections on the health listener at most (1-4096) [default: 64].
     #[arg(long)]
     pub health_max_connections: Option<u64>,
