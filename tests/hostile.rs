@@ -895,3 +895,25 @@ async fn large_stalled_bodies_are_shed_at_the_body_buffer() {
     t.assert_closed_for("https", "shed", 2).await;
     t.assert_reviews_answered().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_file_descriptors_sheds_instead_of_refusing() {
+    let _serial = SERIAL.lock().await;
+    // Connections stay quiet long enough that only shedding can free a descriptor.
+    let t = target(&["--header-timeout-ms", "30000", "--idle-timeout-ms", "30000"]).await;
+    let status = std::process::Command::new("prlimit")
+        .arg(format!("--pid={}", t.server.proc.child.id()))
+        .arg("--nofile=150:150")
+        .status()
+        .expect("prlimit (util-linux)");
+    assert!(status.success());
+    let closed = tokio::time::timeout(
+        Duration::from_secs(20),
+        quiet_tls(&t, 200, b"http/1.1", b""),
+    )
+    .await
+    .expect("200 connections accepted, older ones shed");
+    t.assert_reviews_answered().await;
+    t.assert_closed_for("https", "shed", 50).await;
+    assert!(closed.get() >= 50, "{} closed", closed.get());
+}

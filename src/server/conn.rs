@@ -389,11 +389,21 @@ impl Registry {
     /// Makes room for a new connection: at the cap, asks the most expendable one to close.
     /// Returns false when nothing can be shed (the new connection is refused).
     pub fn make_room(&self) -> bool {
-        let now = now_ms();
-        let map = self.map();
-        if map.len() < self.limits.max_connections {
+        if self.open() < self.limits.max_connections {
             return true;
         }
+        if self.shed_one() {
+            return true;
+        }
+        self.metrics
+            .connection_closed(self.listener, CloseReason::limit);
+        false
+    }
+
+    /// Asks the most expendable connection to close; false when none can go.
+    pub fn shed_one(&self) -> bool {
+        let now = now_ms();
+        let map = self.map();
         let victim = map
             .values()
             .filter_map(|c| c.shed_rank(now).map(|(class, age)| (class, age, c)))
@@ -403,12 +413,7 @@ impl Registry {
                 c.close(CloseReason::shed);
                 true
             }
-            None => {
-                drop(map);
-                self.metrics
-                    .connection_closed(self.listener, CloseReason::limit);
-                false
-            }
+            None => false,
         }
     }
 

@@ -312,6 +312,11 @@ async fn accept(
         let stream = match accepted {
             Ok((stream, _)) => stream,
             Err(e) => {
+                // Out of file descriptors (EMFILE, ENFILE): make one free by shedding, as at
+                // the connection cap.
+                if matches!(e.raw_os_error(), Some(23 | 24)) {
+                    registry.shed_one();
+                }
                 tracing::debug!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 continue;

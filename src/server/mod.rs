@@ -424,6 +424,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
     let server = http::serve_tls(listener, tls_config, state.clone(), https, shutdown.clone());
     let health = http::serve_health(health_listener, state.clone(), health_registry);
 
+    warn_if_few_file_descriptors(&limits);
     let grace = limits.shutdown_grace;
     let mut server = tokio::spawn(server);
     let health = tokio::spawn(health);
@@ -459,6 +460,28 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
     health.abort();
     tracing::info!("stopped");
     Ok(0)
+}
+
+/// Warns once at start-up when the open-file limit cannot hold both connection caps: past it the
+/// kernel refuses connections before they can be shed.
+fn warn_if_few_file_descriptors(limits: &limits::Limits) {
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|v| v.parse::<usize>().ok())
+        });
+    // Files, watches and the STS and Kubernetes clients need some too.
+    let needed = limits.https.max_connections + limits.health.max_connections + 256;
+    if let Some(soft) = soft.filter(|s| *s < needed) {
+        tracing::warn!(
+            open_file_limit = soft,
+            needed,
+            "the open-file limit is below --max-connections + --health-max-connections + 256; raise it (ulimit -n) or lower the caps"
+        );
+    }
 }
 
 fn bracket(address: &str) -> String {
