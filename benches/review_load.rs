@@ -1,9 +1,12 @@
-//! Load generator for the webhook: TokenReviews over HTTPS keep-alive, one HTTP/1.1 connection per
-//! worker, against a running `ram-authenticator server` backed by a running `sts-emulator`.
+//! Load generator for the webhook: TokenReviews over HTTPS keep-alive against a running
+//! `ram-authenticator server` backed by a running `sts-emulator`; one HTTP/1.1 connection per
+//! worker, or (phase `cache-h2`) the shape kube-apiserver uses: one HTTP/2 connection carrying
+//! one stream per worker.
 //!
 //! `scripts/bench.sh` builds the release binaries, starts both processes and runs this with
 //! their addresses and process IDs. Phases:
 //! - `cache`: a small set of pre-minted tokens reviewed over and over (the identity cache path);
+//! - `cache-h2`: the same over one HTTP/2 connection, the count being concurrent streams;
 //! - `sts`: every review a token never seen before, all minted before timing starts (STS path);
 //! - `rss`: reviews `--rss-identities` distinct tokens, then reads the server's memory.
 //!
@@ -58,7 +61,7 @@ struct Args {
     /// Cluster ID the server is configured with.
     #[arg(long)]
     cluster: String,
-    /// Phases to run, e.g. `cache:1,32,256` `sts:1,32,256` `rss:64`.
+    /// Phases to run, e.g. `cache:1,32,256` `cache-h2:32` `sts:1,32,256` `rss:64`.
     #[arg(long = "phase", required = true)]
     phases: Vec<String>,
     /// Seconds each cache or sts run lasts at most.
@@ -226,10 +229,21 @@ impl Admin {
 }
 
 // ---------------------------------------------------------------------------------------------
-// HTTPS client: one keep-alive HTTP/1.1 connection per worker
+// HTTPS client: one keep-alive HTTP/1.1 connection per worker, or one HTTP/2 connection shared
+
+/// How the workers reach the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    /// One HTTP/1.1 connection per worker.
+    Http1,
+    /// One HTTP/2 connection, one stream per worker.
+    Http2,
+}
 
 struct Target {
     tls: tokio_rustls::TlsConnector,
+    tls_h2: tokio_rustls::TlsConnector,
+    url: String,
     addr: String,
     server_name: ServerName<'static>,
     host_header: String,
@@ -258,8 +272,12 @@ impl Target {
         .with_root_certificates(roots)
         .with_no_client_auth();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let mut config_h2 = config.clone();
+        config_h2.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Self {
             tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            tls_h2: tokio_rustls::TlsConnector::from(Arc::new(config_h2)),
+            url: url.to_string(),
             addr: authority.to_string(),
             server_name: ServerName::try_from(host.to_string())?,
             host_header: authority.to_string(),
@@ -276,10 +294,49 @@ impl Target {
             let _ = conn.await;
         });
         Ok(Conn {
-            sender,
+            sender: Sender::Http1(sender),
             host: self.host_header.clone(),
             path: self.path.clone(),
         })
+    }
+
+    /// One HTTP/2 connection; each returned `Conn` is a handle on it (a stream per review).
+    async fn connect_h2(&self, handles: usize) -> anyhow::Result<Vec<Conn>> {
+        let tcp = tokio::net::TcpStream::connect(&self.addr).await?;
+        tcp.set_nodelay(true)?;
+        let tls = self.tls_h2.connect(self.server_name.clone(), tcp).await?;
+        if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+            bail!("the server did not agree to HTTP/2");
+        }
+        let (sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(tls),
+        )
+        .await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok((0..handles)
+            .map(|_| Conn {
+                sender: Sender::Http2(sender.clone()),
+                host: self.host_header.clone(),
+                // HTTP/2 requests carry the scheme and authority.
+                path: self.url.clone(),
+            })
+            .collect())
+    }
+
+    async fn connect_shape(&self, shape: Shape, workers: usize) -> anyhow::Result<Vec<Conn>> {
+        match shape {
+            Shape::Http2 => self.connect_h2(workers).await,
+            Shape::Http1 => {
+                let mut conns = Vec::with_capacity(workers);
+                for _ in 0..workers {
+                    conns.push(self.connect().await?);
+                }
+                Ok(conns)
+            }
+        }
     }
 }
 
@@ -293,8 +350,13 @@ fn kubeconfig_ca(path: &Path) -> anyhow::Result<Vec<u8>> {
     Ok(base64::engine::general_purpose::STANDARD.decode(data)?)
 }
 
+enum Sender {
+    Http1(hyper::client::conn::http1::SendRequest<String>),
+    Http2(hyper::client::conn::http2::SendRequest<String>),
+}
+
 struct Conn {
-    sender: hyper::client::conn::http1::SendRequest<String>,
+    sender: Sender,
     host: String,
     path: String,
 }
@@ -302,12 +364,22 @@ struct Conn {
 impl Conn {
     /// Sends one review; true when the answer allowed it.
     async fn review(&mut self, body: &str) -> anyhow::Result<bool> {
-        self.sender.ready().await?;
-        let req = hyper::Request::post(self.path.as_str())
-            .header(hyper::header::HOST, self.host.as_str())
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(body.to_string())?;
-        let resp = self.sender.send_request(req).await?;
+        let mut req = hyper::Request::post(self.path.as_str())
+            .header(hyper::header::CONTENT_TYPE, "application/json");
+        if matches!(self.sender, Sender::Http1(_)) {
+            req = req.header(hyper::header::HOST, self.host.as_str());
+        }
+        let req = req.body(body.to_string())?;
+        let resp = match &mut self.sender {
+            Sender::Http1(s) => {
+                s.ready().await?;
+                s.send_request(req).await?
+            }
+            Sender::Http2(s) => {
+                s.ready().await?;
+                s.send_request(req).await?
+            }
+        };
         let ok_status = resp.status() == hyper::StatusCode::OK;
         let mut body = resp.into_body();
         let mut buf = Vec::with_capacity(1024);
@@ -406,14 +478,14 @@ struct RunResult {
 async fn run_load(
     target: &Arc<Target>,
     bodies: Arc<Vec<String>>,
-    connections: usize,
+    (shape, connections): (Shape, usize),
     pick: Pick,
     limit: Duration,
 ) -> anyhow::Result<(Vec<WorkerResult>, f64)> {
-    let mut conns = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        conns.push(target.connect().await.context("connecting to the server")?);
-    }
+    let conns = target
+        .connect_shape(shape, connections)
+        .await
+        .context("connecting to the server")?;
     let next = Arc::new(AtomicUsize::new(0));
     let start_gate = Arc::new(tokio::sync::Barrier::new(connections + 1));
     let mut handles = Vec::with_capacity(connections);
@@ -476,13 +548,13 @@ async fn measured_run(
     target: &Arc<Target>,
     phase: &str,
     bodies: Arc<Vec<String>>,
-    connections: usize,
+    (shape, connections): (Shape, usize),
     pick: Pick,
 ) -> anyhow::Result<RunResult> {
     let sts_before = admin.sts_requests().await?;
     let cpu_before = CpuSnapshot::take(args)?;
     let limit = Duration::from_secs_f64(args.seconds);
-    let (results, wall) = run_load(target, bodies, connections, pick, limit).await?;
+    let (results, wall) = run_load(target, bodies, (shape, connections), pick, limit).await?;
     let cpu_after = CpuSnapshot::take(args)?;
     let sts_after = admin.sts_requests().await?;
     let mut lat: Vec<u32> = results
@@ -510,8 +582,8 @@ async fn measured_run(
 
 fn parse_phase(spec: &str) -> anyhow::Result<(String, Vec<usize>)> {
     let (name, levels) = spec.split_once(':').unwrap_or((spec, "32"));
-    if !matches!(name, "cache" | "sts" | "rss") {
-        bail!("unknown phase {name:?}: use cache, sts or rss");
+    if !matches!(name, "cache" | "cache-h2" | "sts" | "rss") {
+        bail!("unknown phase {name:?}: use cache, cache-h2, sts or rss");
     }
     let levels = levels
         .split(',')
@@ -546,10 +618,15 @@ fn run_row(label: &str, r: &RunResult) -> String {
     };
     // CPU as a share of one core over the run (200% = both cores of a 2-core machine).
     let share = |s: f64| format!("{:.0}%", 100.0 * s / r.wall);
+    let conns = if r.phase.ends_with("-h2") {
+        format!("1 ({} streams)", r.connections)
+    } else {
+        r.connections.to_string()
+    };
     format!(
         "| {label} | {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {} | {:.1} | {} | {} | {} | {:.1} |\n",
         r.phase,
-        r.connections,
+        conns,
         r.reviews,
         r.failed,
         r.reviews as f64 / r.wall,
@@ -584,12 +661,13 @@ async fn rss_phase(
     let sts_before = admin.sts_requests().await?;
     let started = Instant::now();
     let limit = Duration::from_secs(600);
-    let (mut results, _) = run_load(target, warm, connections, Pick::Once, limit).await?;
+    let (mut results, _) =
+        run_load(target, warm, (Shape::Http1, connections), Pick::Once, limit).await?;
     // Let the cache apply its pending writes before counting.
     tokio::time::sleep(settle).await;
     let entries_mid = admin.cache_entries().await?.unwrap_or(f64::NAN);
     let rss_mid = status_mib(args.server_pid, "VmRSS:")?;
-    let (more, _) = run_load(target, rest, connections, Pick::Once, limit).await?;
+    let (more, _) = run_load(target, rest, (Shape::Http1, connections), Pick::Once, limit).await?;
     results.extend(more);
     let took = started.elapsed().as_secs_f64() - settle.as_secs_f64();
     tokio::time::sleep(settle).await;
@@ -626,13 +704,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for spec in &args.phases {
         let (phase, levels) = parse_phase(spec)?;
         match phase.as_str() {
-            "cache" => {
+            "cache" | "cache-h2" => {
+                let shape = if phase == "cache" {
+                    Shape::Http1
+                } else {
+                    Shape::Http2
+                };
                 let bodies = Arc::new(mint_bodies(&args, "cache", args.cache_tokens, 1));
                 // Warm the cache: each token once.
                 run_load(
                     &target,
                     bodies.clone(),
-                    1,
+                    (Shape::Http1, 1),
                     Pick::Once,
                     Duration::from_secs(60),
                 )
@@ -642,9 +725,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
                         &args,
                         &admin,
                         &target,
-                        "cache",
+                        &phase,
                         bodies.clone(),
-                        c,
+                        (shape, c),
                         Pick::Cycle,
                     )
                     .await?;
@@ -656,8 +739,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 for &c in &levels {
                     let bodies =
                         Arc::new(mint_bodies(&args, &format!("sts{c}"), args.sts_tokens, 1));
-                    let r =
-                        measured_run(&args, &admin, &target, "sts", bodies, c, Pick::Once).await?;
+                    let r = measured_run(
+                        &args,
+                        &admin,
+                        &target,
+                        "sts",
+                        bodies,
+                        (Shape::Http1, c),
+                        Pick::Once,
+                    )
+                    .await?;
                     eprint!("{}", run_row(&args.label, &r));
                     runs.push_str(&run_row(&args.label, &r));
                 }

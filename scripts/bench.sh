@@ -11,9 +11,15 @@
 # Prints the tables and writes them, with a description of the machine, into
 # docs/benchmarks.md between the "bench:results" markers (the text around them is kept).
 #
+#   - the cache path in kube-apiserver's shape: one HTTP/2 connection carrying 32 concurrent
+#     streams (`cache-h2`), next to 32 HTTP/1.1 connections.
 # Environment: BENCH_SECONDS (length of each run, default 8), BENCH_STS_TOKENS (tokens minted per
 # STS run, default 120000), BENCH_RSS_IDENTITIES (default 100000), BENCH_DOC (default
-# docs/benchmarks.md; empty = do not write it), BENCH_LEVELS (default 1,32,256).
+# docs/benchmarks.md; empty = do not write it), BENCH_LEVELS (default 1,32,256),
+# BENCH_SERVER_BIN (the server binary to measure, default target/release/ram-authenticator; the
+# load generator and the emulator are always this tree's), BENCH_SETUP (a prefix for the setup
+# column, e.g. "baseline"), BENCH_SHAPES_ONLY=1 (only the two cache shapes: 32 HTTP/1.1
+# connections and one HTTP/2 connection with 32 streams; nothing is written to BENCH_DOC).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -23,6 +29,10 @@ STS_TOKENS=${BENCH_STS_TOKENS:-120000}
 RSS_IDENTITIES=${BENCH_RSS_IDENTITIES:-100000}
 LEVELS=${BENCH_LEVELS:-1,32,256}
 DOC=${BENCH_DOC-docs/benchmarks.md}
+SERVER_BIN=${BENCH_SERVER_BIN:-$ROOT/target/release/ram-authenticator}
+SETUP=${BENCH_SETUP:+$BENCH_SETUP, }
+SHAPES_ONLY=${BENCH_SHAPES_ONLY:-}
+if [ -n "$SHAPES_ONLY" ]; then DOC=""; fi
 
 AKID=LTAI5tBenchUser
 SECRET=BenchSecretNotReal
@@ -104,7 +114,7 @@ start_server() {
     local name=$1 log=$2
     SRV_DIR="$WORK/$name"
     mkdir -p "$SRV_DIR"
-    RUST_LOG=$log "$ROOT/target/release/ram-authenticator" server \
+    RUST_LOG=$log "$SERVER_BIN" server \
         --config "$WORK/config.yaml" --state-dir "$SRV_DIR/state" \
         --generate-kubeconfig "$SRV_DIR/webhook.kubeconfig" \
         --port 0 --health-address 127.0.0.1:0 --sts-endpoint "$EMU_URL" \
@@ -131,27 +141,37 @@ load() {
         --label "$label" --markdown-dir "$RESULTS" "${phases[@]}" >/dev/null
 }
 
+if [ -n "$SHAPES_ONLY" ]; then
+    start_server shapes info
+    load "${SETUP}audit log on" 1 "cache:32" "cache-h2:32"
+    stop_pid "$SRV_PID"; rm -rf "$SRV_DIR"
+    SRV_PID=""
+    echo
+    cat "$RESULTS/runs.md"
+    exit 0
+fi
+
 start_server main info
-load "audit log on" 1 "cache:$LEVELS" "sts:$LEVELS"
+load "${SETUP}audit log on" 1 "cache:$LEVELS" "cache-h2:32" "sts:$LEVELS"
 stop_pid "$SRV_PID"; rm -rf "$SRV_DIR"
 
 start_server quiet warn
-load "audit log off" 1 "cache:32"
+load "${SETUP}audit log off" 1 "cache:32"
 stop_pid "$SRV_PID"; rm -rf "$SRV_DIR"
 
 start_server rss-distinct info
-load "fresh server, $RSS_IDENTITIES RAM users" "$RSS_IDENTITIES" "rss:64"
+load "${SETUP}fresh server, $RSS_IDENTITIES RAM users" "$RSS_IDENTITIES" "rss:64"
 stop_pid "$SRV_PID"; rm -rf "$SRV_DIR"
 
 start_server rss-one info
-load "fresh server, 1 RAM user" 1 "rss:64"
+load "${SETUP}fresh server, 1 RAM user" 1 "rss:64"
 stop_pid "$SRV_PID"; rm -rf "$SRV_DIR"
 SRV_PID=""
 
 cpu_model=$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 mem_total=$(awk '/^MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)
 {
-    echo "Run: \`scripts/bench.sh\` (BENCH_SECONDS=$SECONDS_PER_RUN, connections $LEVELS), $(date -u +%Y-%m-%dT%H:%M:%SZ)."
+    echo "Run: \`scripts/bench.sh\` (BENCH_SECONDS=$SECONDS_PER_RUN, connections $LEVELS; \`cache-h2\`: one HTTP/2 connection, 32 streams), $(date -u +%Y-%m-%dT%H:%M:%SZ)."
     echo
     echo "Machine: $(nproc) CPUs ($cpu_model), $mem_total memory, Linux $(uname -r), $(rustc --version)."
     echo "Load generator, server and emulator all run on this machine and share its CPUs."

@@ -122,6 +122,19 @@ impl<'a> Record<'a> {
         r
     }
 
+    /// A TokenReview whose token is refused before any check (missing, or too long).
+    pub fn refused(error: String, api_version: ApiVersion, duration: Duration) -> Self {
+        let mut r = Self::empty(
+            Decision::Deny,
+            "invalid_token",
+            AuthResult::invalid_token,
+            duration,
+        );
+        r.error = Some(Cow::Owned(error));
+        r.api_version = Some(api_version);
+        r
+    }
+
     /// A review the authenticator answered; `is_scrubbed` says whether an account's details
     /// stay out of the logs (`scrubbedAccounts`).
     pub fn review(

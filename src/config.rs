@@ -76,6 +76,57 @@ pub struct ServerSection {
     /// STS calls in flight at once.
     #[serde(rename = "stsmaxconcurrent")]
     pub sts_max_concurrent: Option<usize>,
+    /// Open HTTPS connections at most.
+    #[serde(rename = "maxconnections")]
+    pub max_connections: Option<u64>,
+    /// Reviews being authenticated at once.
+    #[serde(rename = "maxconcurrentreviews")]
+    pub max_concurrent_reviews: Option<u64>,
+    /// TLS handshake deadline, in milliseconds.
+    #[serde(rename = "tlshandshaketimeoutms")]
+    pub tls_handshake_timeout_ms: Option<u64>,
+    /// Deadline of the first request and of request headers, in milliseconds.
+    #[serde(rename = "headertimeoutms")]
+    pub header_timeout_ms: Option<u64>,
+    /// Deadline of a request body from the request's start, in milliseconds.
+    #[serde(rename = "bodytimeoutms")]
+    pub body_timeout_ms: Option<u64>,
+    /// Deadline for the client to take an answer, in milliseconds.
+    #[serde(rename = "writetimeoutms")]
+    pub write_timeout_ms: Option<u64>,
+    /// Idle connections are closed after this, in milliseconds.
+    #[serde(rename = "idletimeoutms")]
+    pub idle_timeout_ms: Option<u64>,
+    /// HTTP/2 keep-alive PING interval, in milliseconds.
+    #[serde(rename = "http2keepaliveintervalms")]
+    pub http2_keepalive_interval_ms: Option<u64>,
+    /// HTTP/2 keep-alive PING answer deadline, in milliseconds.
+    #[serde(rename = "http2keepalivetimeoutms")]
+    pub http2_keepalive_timeout_ms: Option<u64>,
+    /// HTTP/2 streams per connection at most.
+    #[serde(rename = "http2maxconcurrentstreams")]
+    pub http2_max_concurrent_streams: Option<u64>,
+    /// Request header bytes at most.
+    #[serde(rename = "maxheaderbytes")]
+    pub max_header_bytes: Option<u64>,
+    /// Bytes a connection may read that serve no request (see the README's Security section).
+    #[serde(rename = "controlbudgetbytes")]
+    pub control_budget_bytes: Option<u64>,
+    /// Request body bytes buffered at once, all connections together.
+    #[serde(rename = "maxbodybufferbytes")]
+    pub max_body_buffer_bytes: Option<u64>,
+    /// How long in-flight reviews may take after a stop signal, in seconds.
+    #[serde(rename = "shutdowngraceseconds")]
+    pub shutdown_grace_seconds: Option<u64>,
+    /// Open health-listener connections at most.
+    #[serde(rename = "healthmaxconnections")]
+    pub health_max_connections: Option<u64>,
+    /// Health listener: request and write deadline, in milliseconds.
+    #[serde(rename = "healthtimeoutms")]
+    pub health_timeout_ms: Option<u64>,
+    /// Health listener: idle connections are closed after this, in milliseconds.
+    #[serde(rename = "healthidletimeoutms")]
+    pub health_idle_timeout_ms: Option<u64>,
     #[serde(rename = "maproles", default)]
     pub map_roles: Vec<RoleMappingDoc>,
     #[serde(rename = "mapusers", default)]

@@ -53,7 +53,21 @@ fn color_allowed(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
 /// installs nothing.
 #[must_use = "dropping the guard stops the log writer"]
 pub fn init(format: LogFormat) -> WorkerGuard {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Per-connection warnings of the TLS and HTTP/2 libraries, which any client can cause (an IP
+    // address as SNI, which Go clients send when the URL holds one; HTTP/2 reset limits reached),
+    // are kept out unless RUST_LOG names the library: the connection metrics count them.
+    let rust_log = std::env::var("RUST_LOG").unwrap_or_default();
+    for (library, directive) in [
+        ("rustls", "rustls::msgs::handshake=error"),
+        ("h2", "h2=error"),
+    ] {
+        if !rust_log.contains(library) {
+            if let Ok(quiet) = directive.parse() {
+                filter = filter.add_directive(quiet);
+            }
+        }
+    }
     let ansi = use_color();
     let (writer, guard) = NonBlockingBuilder::default()
         .lossy(false)

@@ -53,6 +53,70 @@ pub struct OutcomeLabel {
     pub outcome: String,
 }
 
+/// `listener` of the connection metrics.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Listener {
+    https,
+    health,
+}
+
+/// Why a connection was closed (`reason` of `connections_closed_total`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum CloseReason {
+    /// The client closed it, or it ended normally.
+    client,
+    /// The TLS handshake failed.
+    tls_error,
+    handshake_timeout,
+    /// No request started in time after the handshake, or a request's headers came too slowly.
+    header_timeout,
+    idle,
+    /// An HTTP/2 keep-alive PING went unanswered.
+    keepalive_timeout,
+    /// A request body, or a whole request, past its deadline.
+    slow,
+    /// A response not taken by the client within the write timeout.
+    write_timeout,
+    /// The bytes that serve no request exceeded the control budget.
+    control_frames,
+    /// Closed at the connection cap to make room for a new connection.
+    shed,
+    /// Refused at the connection cap (nothing could be shed).
+    limit,
+    /// Closed by the drain at a stop.
+    shutdown,
+}
+
+impl CloseReason {
+    pub const ALL: [CloseReason; 12] = [
+        Self::client,
+        Self::tls_error,
+        Self::handshake_timeout,
+        Self::header_timeout,
+        Self::idle,
+        Self::keepalive_timeout,
+        Self::slow,
+        Self::write_timeout,
+        Self::control_frames,
+        Self::shed,
+        Self::limit,
+        Self::shutdown,
+    ];
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabel {
+    pub listener: Listener,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClosedLabel {
+    pub listener: Listener,
+    pub reason: CloseReason,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabel {
     pub source: String,
@@ -97,6 +161,8 @@ pub struct Metrics {
     pub mapping_source_ready: Family<SourceLabel, Gauge>,
     pub sts_bad_responses: Family<ReasonLabel, Counter>,
     pub watch_failures: Family<SourceLabel, Counter>,
+    pub connections_open: Family<ListenerLabel, Gauge>,
+    pub connections_closed: Family<ClosedLabel, Counter>,
     pub build_info: Family<BuildLabels, Gauge>,
     /// Metrics without the namespace (`process_*`).
     pub unprefixed: Registry,
@@ -253,6 +319,24 @@ impl Metrics {
             "Failed lists and watches of a Kubernetes mapping source (a 410 Gone is not one)",
             watch_failures.clone(),
         );
+        let connections_open = Family::<ListenerLabel, Gauge>::default();
+        registry.register(
+            "connections_open",
+            "Open connections, by listener",
+            connections_open.clone(),
+        );
+        let connections_closed = Family::<ClosedLabel, Counter>::default();
+        registry.register(
+            "connections_closed",
+            "Closed connections, by listener and reason",
+            connections_closed.clone(),
+        );
+        for listener in [Listener::https, Listener::health] {
+            let _ = connections_open.get_or_create(&ListenerLabel { listener });
+            for reason in CloseReason::ALL {
+                let _ = connections_closed.get_or_create(&ClosedLabel { listener, reason });
+            }
+        }
         let build_info = Family::<BuildLabels, Gauge>::default();
         registry.register(
             "build_info",
@@ -290,6 +374,8 @@ impl Metrics {
             mapping_source_ready,
             sts_bad_responses,
             watch_failures,
+            connections_open,
+            connections_closed,
             build_info,
             unprefixed,
         }
@@ -311,6 +397,13 @@ impl Metrics {
                 source: source.to_string(),
             })
             .clone()
+    }
+
+    /// Counts a connection closed on `listener` for `reason`.
+    pub fn connection_closed(&self, listener: Listener, reason: CloseReason) {
+        self.connections_closed
+            .get_or_create(&ClosedLabel { listener, reason })
+            .inc();
     }
 
     pub fn observe_review(&self, result: AuthResult, elapsed: Duration) {
@@ -436,6 +529,16 @@ mod tests {
         );
         assert!(
             text.contains("ack_ram_authenticator_configmap_watch_failures_total 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ack_ram_authenticator_connections_open{listener=\"health\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "ack_ram_authenticator_connections_closed_total{listener=\"https\",reason=\"control_frames\"} 0"
+            ),
             "{text}"
         );
     }

@@ -8,8 +8,11 @@ use serde::{Deserialize, Serialize};
 use crate::mapping::User;
 use crate::types::Secret;
 
-/// Largest TokenReview body accepted, in bytes (a token is at most 4 KiB).
-pub const MAX_BODY: usize = 64 * 1024;
+/// Largest TokenReview body read, in bytes: kube-apiserver accepts bearer tokens this long, so a
+/// TokenReview this large is still answered (a token over [`MAX_TOKEN_LEN`] with a deny).
+pub const MAX_BODY: usize = 1024 * 1024;
+
+use crate::token::MAX_TOKEN_LEN;
 
 /// The TokenReview apiVersion of a request, echoed in the answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,7 +38,8 @@ pub struct ReviewRequest {
     pub audiences: Vec<String>,
 }
 
-/// The body is not a TokenReview we can answer: a 400 with this text.
+/// The body is not a TokenReview: a 400 with this text. (A TokenReview with a missing, empty
+/// or over-long token is answered, with a deny: see [`ReviewRequest::refusal`].)
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReviewError {
     #[error("request body is not JSON")]
@@ -44,8 +48,6 @@ pub enum ReviewError {
     WrongKind(String),
     #[error("unsupported apiVersion {0:?} (want authentication.k8s.io/v1 or v1beta1)")]
     WrongApiVersion(String),
-    #[error("TokenReview has no spec.token")]
-    NoToken,
 }
 
 #[derive(Deserialize)]
@@ -85,16 +87,29 @@ pub fn decode(body: &[u8]) -> Result<ReviewRequest, ReviewError> {
             ))
         }
     };
-    let token = incoming
-        .spec
-        .token
-        .filter(|t| !t.is_empty())
-        .ok_or(ReviewError::NoToken)?;
+    let token = incoming.spec.token.unwrap_or_default();
     Ok(ReviewRequest {
         api_version,
         token: Secret::new(token),
         audiences: incoming.spec.audiences.unwrap_or_default(),
     })
+}
+
+impl ReviewRequest {
+    /// Why the token is refused before any other check (no token, or longer than any token this
+    /// authenticator issues), if it is.
+    pub fn refusal(&self) -> Option<String> {
+        let len = self.token.expose().len();
+        if len == 0 {
+            Some("the TokenReview carries no token".to_string())
+        } else if len > MAX_TOKEN_LEN {
+            Some(format!(
+                "token is {len} bytes long, more than the {MAX_TOKEN_LEN} allowed"
+            ))
+        } else {
+            None
+        }
+    }
 }
 
 /// None of the requested audiences is one this authenticator serves.
@@ -242,11 +257,25 @@ mod tests {
             decode(br#"{"apiVersion":"v9","kind":"TokenReview","spec":{"token":"t"}}"#),
             Err(ReviewError::WrongApiVersion(_))
         ));
-        assert_eq!(
+    }
+
+    #[test]
+    fn empty_or_long_tokens_are_refused_as_tokens() {
+        let r =
             decode(br#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenReview","spec":{}}"#)
-                .unwrap_err(),
-            ReviewError::NoToken
+                .expect("a TokenReview");
+        assert!(r.refusal().expect("refused").contains("no token"));
+        let r = decode(br#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenReview","spec":{"token":""}}"#)
+            .expect("a TokenReview");
+        assert!(r.refusal().is_some());
+        let long = format!(
+            r#"{{"kind":"TokenReview","spec":{{"token":"{}"}}}}"#,
+            "a".repeat(MAX_BODY / 2)
         );
+        let r = decode(long.as_bytes()).expect("a TokenReview");
+        assert!(r.refusal().expect("refused").contains("bytes long"));
+        let r = decode(br#"{"kind":"TokenReview","spec":{"token":"t"}}"#).expect("review");
+        assert_eq!(r.refusal(), None);
     }
 
     #[test]

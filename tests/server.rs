@@ -357,7 +357,7 @@ async fn bad_requests_get_4xx() {
     assert_eq!(r.status(), 405);
     let r = client
         .post(&server.url)
-        .body(vec![b'x'; 200_000])
+        .body(vec![b'x'; 2 * 1024 * 1024])
         .send()
         .await
         .expect("send");

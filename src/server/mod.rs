@@ -7,8 +7,10 @@
 //! stops accepting, turns `/readyz` false, lets in-flight reviews finish and exits 0; a second
 //! signal exits at once.
 
+mod conn;
 mod http;
 pub mod init;
+pub mod limits;
 mod report;
 pub mod settings;
 pub mod tls;
@@ -97,15 +99,57 @@ pub struct ServerArgs {
     /// STS calls in flight at once [default: 64].
     #[arg(long)]
     pub sts_max_concurrent: Option<usize>,
-    /// Open connections at most.
-    #[arg(long, default_value_t = 4096)]
-    pub max_connections: usize,
-    /// Reviews being answered at once; more wait.
-    #[arg(long, default_value_t = 1024)]
-    pub max_concurrent_reviews: usize,
-    /// How long in-flight reviews may take to finish after the first stop signal, in seconds.
-    #[arg(long, default_value_t = 20)]
-    pub shutdown_grace_seconds: u64,
+    /// Open HTTPS connections at most; at the cap the most expendable one is shed (1-65536) [default: 4096].
+    #[arg(long)]
+    pub max_connections: Option<u64>,
+    /// Reviews being authenticated at once, counted once their body is in; more wait (1-65536) [default: 1024].
+    #[arg(long)]
+    pub max_concurrent_reviews: Option<u64>,
+    /// How long in-flight reviews may take to finish after the first stop signal, in seconds (0-300) [default: 20].
+    #[arg(long)]
+    pub shutdown_grace_seconds: Option<u64>,
+    /// TLS handshake deadline, in ms (100-60000) [default: 10000].
+    #[arg(long)]
+    pub tls_handshake_timeout_ms: Option<u64>,
+    /// Deadline of a connection's first request after the handshake, and of an HTTP/1.1 request's headers from their first byte, in ms (100-60000) [default: 10000].
+    #[arg(long)]
+    pub header_timeout_ms: Option<u64>,
+    /// Deadline of a request body, from the request's start, in ms (100-60000) [default: 10000].
+    #[arg(long)]
+    pub body_timeout_ms: Option<u64>,
+    /// Deadline for the client to take an answer, in ms (100-60000) [default: 10000].
+    #[arg(long)]
+    pub write_timeout_ms: Option<u64>,
+    /// A connection with no request in flight for this long is closed (HTTP/2 PINGs do not count), in ms (100-3600000) [default: 90000].
+    #[arg(long)]
+    pub idle_timeout_ms: Option<u64>,
+    /// HTTP/2 keep-alive PING interval, in ms (100-3600000) [default: 30000].
+    #[arg(long)]
+    pub http2_keepalive_interval_ms: Option<u64>,
+    /// An HTTP/2 keep-alive PING unanswered for this long closes the connection, in ms (100-600000) [default: 10000].
+    #[arg(long)]
+    pub http2_keepalive_timeout_ms: Option<u64>,
+    /// HTTP/2 concurrent streams per connection (32-4096) [default: 256].
+    #[arg(long)]
+    pub http2_max_concurrent_streams: Option<u64>,
+    /// Request header bytes at most (HTTP/1.1 head, HTTP/2 header list) (8192-1048576) [default: 16384].
+    #[arg(long)]
+    pub max_header_bytes: Option<u64>,
+    /// Bytes a connection may read that serve no request (HTTP/2 control frames, abandoned requests) before it is closed; refilled at 1/32 per second (1048576-1073741824) [default: 2097152].
+    #[arg(long)]
+    pub control_budget_bytes: Option<u64>,
+    /// Request body bytes buffered at once, all connections together; past that, the connection holding the most is closed (1048576-17179869184) [default: 67108864].
+    #[arg(long)]
+    pub max_body_buffer_bytes: Option<u64>,
+    /// Open connections on the health listener at most (1-4096) [default: 64].
+    #[arg(long)]
+    pub health_max_connections: Option<u64>,
+    /// Health listener: deadline of a request and of its answer, in ms (100-60000) [default: 5000].
+    #[arg(long)]
+    pub health_timeout_ms: Option<u64>,
+    /// Health listener: idle connections are closed after this (longer than a scrape interval), in ms (100-3600000) [default: 120000].
+    #[arg(long)]
+    pub health_idle_timeout_ms: Option<u64>,
     /// How often the config file and the serving certificate are checked for changes, in ms.
     #[arg(long, default_value_t = 2000)]
     pub reload_interval_ms: u64,
@@ -241,6 +285,10 @@ pub struct AppState {
     pub audiences: Vec<String>,
     pub review_deadline: Duration,
     pub shutting_down: AtomicBool,
+    /// Reviews being authenticated at once (taken once the body is in).
+    pub review_permits: tokio::sync::Semaphore,
+    /// Deadline of a request body, from the request's start.
+    pub body_timeout: Duration,
     pub audit: crate::audit::Audit,
 }
 
@@ -271,6 +319,8 @@ impl AppState {
 /// `server`.
 pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
     let _log_writer = crate::logging::init(args.log_format);
+    // Signal handlers first: a stop that comes during start-up is a stop, not a kill.
+    let shutdown = install_shutdown();
     let build = crate::build_info::BUILD;
     tracing::info!(
         version = %build.version,
@@ -283,7 +333,22 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
         Some(path) => Some(FileConfig::load(path)?),
         None => None,
     };
-    let settings = Settings::resolve(&args, config.as_ref())?;
+    let settings = match Settings::resolve(&args, config.as_ref()) {
+        Ok(s) => s,
+        Err(e)
+            if e.downcast_ref::<limits::RangeError>()
+                .is_some_and(|r| r.usage) =>
+        {
+            eprintln!("error: {e:#}");
+            return Ok(2);
+        }
+        Err(e) => return Err(e),
+    };
+    if let Err(e) = settings::RELOAD_INTERVAL_MS.pick(Some(args.reload_interval_ms), None) {
+        eprintln!("error: {e}");
+        return Ok(2);
+    }
+    let limits = settings.limits.clone();
     let metrics = Arc::new(Metrics::new());
 
     // TLS material first: fail before binding anything.
@@ -368,6 +433,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
         audiences: settings.audiences.clone(),
         review_deadline: settings.sts.deadline + Duration::from_secs(1),
         shutting_down: AtomicBool::new(false),
+        review_permits: tokio::sync::Semaphore::new(limits.max_concurrent_reviews),
+        body_timeout: limits.https.body,
         audit: crate::audit::Audit::new(settings.audit_allows),
     });
 
@@ -432,24 +499,26 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
         "serving https://{tls_local}/authenticate\nhealth http://{health_local}\n"
     ));
 
-    let shutdown = install_shutdown();
-    let server = http::serve_tls(
-        listener,
-        tls_config,
-        state.clone(),
-        http::Limits {
-            max_connections: args.max_connections.max(1),
-            max_concurrent_reviews: args.max_concurrent_reviews.max(1),
-            header_read_timeout: Duration::from_secs(10),
-        },
-        shutdown.clone(),
+    let https = conn::Registry::new(
+        crate::metrics::Listener::https,
+        limits.https.clone(),
+        metrics.clone(),
     );
-    let health = http::serve_health(health_listener, state.clone(), shutdown.clone());
+    let health_registry = conn::Registry::new(
+        crate::metrics::Listener::health,
+        limits.health.clone(),
+        metrics.clone(),
+    );
+    let server = http::serve_tls(listener, tls_config, state.clone(), https, shutdown.clone());
+    let health = http::serve_health(health_listener, state.clone(), health_registry);
 
-    let grace = Duration::from_secs(args.shutdown_grace_seconds);
+    warn_if_few_file_descriptors(&limits);
+    let grace = limits.shutdown_grace;
     let mut server = tokio::spawn(server);
     let health = tokio::spawn(health);
     tokio::select! {
+        // A stop signal wins over the server task ending because of that same signal.
+        biased;
         _ = shutdown.first_signal() => {}
         finished = background.join_next() => {
             tracing::error!(?finished, "a background task stopped; exiting rather than serving stale data");
@@ -481,6 +550,28 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// Warns once at start-up when the open-file limit cannot hold both connection caps: past it the
+/// kernel refuses connections before they can be shed.
+fn warn_if_few_file_descriptors(limits: &limits::Limits) {
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|v| v.parse::<usize>().ok())
+        });
+    // Files, watches and the STS and Kubernetes clients need some too.
+    let needed = limits.https.max_connections + limits.health.max_connections + 256;
+    if let Some(soft) = soft.filter(|s| *s < needed) {
+        tracing::warn!(
+            open_file_limit = soft,
+            needed,
+            "the open-file limit is below --max-connections + --health-max-connections + 256; raise it (ulimit -n) or lower the caps"
+        );
+    }
+}
+
 fn bracket(address: &str) -> String {
     if address.contains(':') && !address.starts_with('[') {
         format!("[{address}]")
@@ -496,15 +587,17 @@ pub struct Shutdown {
 }
 
 fn install_shutdown() -> Shutdown {
+    use tokio::signal::unix::{signal, SignalKind};
     let (tx, _) = tokio::sync::watch::channel(0u8);
     let tx = Arc::new(tx);
     let sender = tx.clone();
+    // Registered here, before the caller goes on: a signal from now on is seen.
+    let handlers = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    );
     tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
             tracing::error!("cannot install signal handlers");
             return;
         };
@@ -522,6 +615,14 @@ fn install_shutdown() -> Shutdown {
 }
 
 impl Shutdown {
+    /// A stop that never comes (for listeners that serve until dropped).
+    pub fn never() -> Self {
+        let (tx, _) = tokio::sync::watch::channel(0u8);
+        Shutdown {
+            first: Arc::new(tx),
+        }
+    }
+
     async fn wait_for(&self, n: u8) {
         let mut rx = self.first.subscribe();
         let _ = rx.wait_for(|v| *v >= n).await;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 
+use super::limits::{Given, Limits, Range};
 use super::ServerArgs;
 use crate::authenticator::CacheSettings;
 use crate::config::{BackendMode, FileConfig};
@@ -42,6 +43,99 @@ pub struct Settings {
     pub allowed_accounts: Vec<String>,
     pub allow_reserved: crate::mapping::guard::AllowReserved,
     pub audit_allows: crate::audit::AuditAllows,
+    pub limits: Limits,
+}
+
+/// Ranges of the other numeric settings (the connection bounds are in [`limits::RANGES`]).
+pub const STS_TIMEOUT_MS: Range = Range {
+    flag: "sts-timeout-ms",
+    key: "stsTimeoutMs",
+    min: 1,
+    max: 25_000,
+    default: 3000,
+};
+pub const STS_DEADLINE_MS: Range = Range {
+    flag: "sts-deadline-ms",
+    key: "stsDeadlineMs",
+    min: 1,
+    max: 25_000,
+    default: 8000,
+};
+pub const STS_MAX_CONCURRENT: Range = Range {
+    flag: "sts-max-concurrent",
+    key: "stsMaxConcurrent",
+    min: 1,
+    max: 65_536,
+    default: 64,
+};
+pub const CACHE_TTL_SECONDS: Range = Range {
+    flag: "cache-ttl-seconds",
+    key: "cacheTTLSeconds",
+    min: 0,
+    max: 86_400,
+    default: 900,
+};
+pub const CACHE_MAX_ENTRIES: Range = Range {
+    flag: "cache-max-entries",
+    key: "cacheMaxEntries",
+    min: 1,
+    max: 100_000_000,
+    default: 100_000,
+};
+pub const RELOAD_INTERVAL_MS: Range = Range {
+    flag: "reload-interval-ms",
+    key: "",
+    min: 100,
+    max: 3_600_000,
+    default: 2000,
+};
+
+fn usize_u64(v: Option<usize>) -> Option<u64> {
+    v.map(|n| u64::try_from(n).unwrap_or(u64::MAX))
+}
+
+fn given_flags(a: &ServerArgs) -> Given {
+    Given {
+        max_connections: a.max_connections,
+        max_concurrent_reviews: a.max_concurrent_reviews,
+        tls_handshake_timeout_ms: a.tls_handshake_timeout_ms,
+        header_timeout_ms: a.header_timeout_ms,
+        body_timeout_ms: a.body_timeout_ms,
+        write_timeout_ms: a.write_timeout_ms,
+        idle_timeout_ms: a.idle_timeout_ms,
+        http2_keepalive_interval_ms: a.http2_keepalive_interval_ms,
+        http2_keepalive_timeout_ms: a.http2_keepalive_timeout_ms,
+        http2_max_concurrent_streams: a.http2_max_concurrent_streams,
+        max_header_bytes: a.max_header_bytes,
+        control_budget_bytes: a.control_budget_bytes,
+        max_body_buffer_bytes: a.max_body_buffer_bytes,
+        shutdown_grace_seconds: a.shutdown_grace_seconds,
+        health_max_connections: a.health_max_connections,
+        health_timeout_ms: a.health_timeout_ms,
+        health_idle_timeout_ms: a.health_idle_timeout_ms,
+    }
+}
+
+fn given_file(s: &crate::config::ServerSection) -> Given {
+    Given {
+        max_connections: s.max_connections,
+        max_concurrent_reviews: s.max_concurrent_reviews,
+        tls_handshake_timeout_ms: s.tls_handshake_timeout_ms,
+        header_timeout_ms: s.header_timeout_ms,
+        body_timeout_ms: s.body_timeout_ms,
+        write_timeout_ms: s.write_timeout_ms,
+        idle_timeout_ms: s.idle_timeout_ms,
+        http2_keepalive_interval_ms: s.http2_keepalive_interval_ms,
+        http2_keepalive_timeout_ms: s.http2_keepalive_timeout_ms,
+        http2_max_concurrent_streams: s.http2_max_concurrent_streams,
+        max_header_bytes: s.max_header_bytes,
+        control_budget_bytes: s.control_budget_bytes,
+        max_body_buffer_bytes: s.max_body_buffer_bytes,
+        shutdown_grace_seconds: s.shutdown_grace_seconds,
+        health_max_connections: s.health_max_connections,
+        health_timeout_ms: s.health_timeout_ms,
+        health_idle_timeout_ms: s.health_idle_timeout_ms,
+    }
 }
 
 impl Settings {
@@ -72,28 +166,33 @@ impl Settings {
         );
         let mut sts = StsSettings::new(endpoint);
         sts.ca_file = args.sts_ca_file.clone().or_else(|| s.sts_ca_file.clone());
-        if let Some(ms) = args.sts_timeout_ms.or(s.sts_timeout_ms) {
-            if ms == 0 {
-                bail!("STS timeout must be more than 0 ms");
-            }
+        if args.sts_timeout_ms.or(s.sts_timeout_ms).is_some() {
+            let ms = STS_TIMEOUT_MS.pick(args.sts_timeout_ms, s.sts_timeout_ms)?;
             sts.attempt_timeout = Duration::from_millis(ms);
         }
-        if let Some(ms) = args.sts_deadline_ms.or(s.sts_deadline_ms) {
-            if ms == 0 || ms > 25_000 {
-                bail!("STS deadline must be between 1 and 25000 ms (kube-apiserver gives up after 30 s)");
-            }
+        if args.sts_deadline_ms.or(s.sts_deadline_ms).is_some() {
+            // kube-apiserver gives up on a webhook after 30 s.
+            let ms = STS_DEADLINE_MS.pick(args.sts_deadline_ms, s.sts_deadline_ms)?;
             sts.deadline = Duration::from_millis(ms);
         }
-        if let Some(n) = args.sts_max_concurrent.or(s.sts_max_concurrent) {
-            sts.max_concurrent = n.max(1);
+        let (flag_sts, file_sts) = (
+            usize_u64(args.sts_max_concurrent),
+            usize_u64(s.sts_max_concurrent),
+        );
+        if flag_sts.or(file_sts).is_some() {
+            let n = STS_MAX_CONCURRENT.pick(flag_sts, file_sts)?;
+            sts.max_concurrent = usize::try_from(n).unwrap_or(usize::MAX);
         }
         let mut cache = CacheSettings::default();
-        if let Some(ttl) = args.cache_ttl_seconds.or(s.cache_ttl_seconds) {
+        if args.cache_ttl_seconds.or(s.cache_ttl_seconds).is_some() {
+            let ttl = CACHE_TTL_SECONDS.pick(args.cache_ttl_seconds, s.cache_ttl_seconds)?;
             cache.ttl = Duration::from_secs(ttl);
         }
-        if let Some(n) = args.cache_max_entries.or(s.cache_max_entries) {
-            cache.max_entries = n.max(1);
+        if args.cache_max_entries.or(s.cache_max_entries).is_some() {
+            cache.max_entries =
+                CACHE_MAX_ENTRIES.pick(args.cache_max_entries, s.cache_max_entries)?;
         }
+        let limits = Limits::resolve(&given_flags(args), &given_file(s))?;
         let pregenerated =
             args.kubeconfig_pregenerated || s.kubeconfig_pregenerated.unwrap_or(false);
         let generate_kubeconfig = if pregenerated {
@@ -175,6 +274,7 @@ impl Settings {
             client_ca_file,
             allowed_accounts,
             allow_reserved,
+            limits,
             audit_allows: args.audit_allows.or(s.audit_allows).unwrap_or_default(),
         })
     }
@@ -245,6 +345,35 @@ mod tests {
                 .client_ca_file,
             Some(PathBuf::from("/from/flag.pem"))
         );
+    }
+
+    #[test]
+    fn numbers_out_of_range_are_refused_with_their_name() {
+        let args = ServerArgs {
+            cluster_id: Some("c".into()),
+            max_connections: Some(u64::MAX),
+            ..ServerArgs::default()
+        };
+        let e = Settings::resolve(&args, None).expect_err("out of range");
+        let range = e
+            .downcast_ref::<crate::server::limits::RangeError>()
+            .expect("a range error");
+        assert!(range.usage);
+        assert!(e.to_string().contains("--max-connections"), "{e}");
+        let args = ServerArgs {
+            cluster_id: Some("c".into()),
+            sts_max_concurrent: Some(usize::MAX),
+            ..ServerArgs::default()
+        };
+        let e = Settings::resolve(&args, None).expect_err("out of range");
+        assert!(e.to_string().contains("--sts-max-concurrent"), "{e}");
+        let file = FileConfig::parse("clusterID: c\nserver:\n  maxConcurrentReviews: 0\n")
+            .expect("config");
+        let args = ServerArgs {
+            ..ServerArgs::default()
+        };
+        let e = Settings::resolve(&args, Some(&file)).expect_err("out of range");
+        assert!(e.to_string().contains("server.maxConcurrentReviews"), "{e}");
     }
 
     #[test]
