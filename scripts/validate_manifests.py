@@ -600,7 +600,8 @@ def check_file(rel: str, root: Path, version: str, crs: CustomResources) -> tupl
     docs = load_documents(root / rel)
     if rel in NOT_KUBERNETES:
         return NOT_KUBERNETES_CHECKS[NOT_KUBERNETES[rel]](docs, root, rel), []
-    return check_documents(docs, root, version, crs)
+    summary, problems = check_documents(docs, root, version, crs)
+    return summary, problems + check_token_file_sidecar(rel, docs, root)
 
 
 def check_documents(docs: list[Any], root: Path, version: str,
@@ -636,7 +637,6 @@ def check_documents(docs: list[Any], root: Path, version: str,
                     found += check_server_configmap(doc, settings)
         problems += [f"{prefix}: {p}" for p in found]
     problems += check_container_args(docs)
-    problems += check_token_file_sidecar(rel, docs, root)
     return f"{len(docs)} object(s): {', '.join(kinds)}", problems
 
 
