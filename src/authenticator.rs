@@ -182,8 +182,6 @@ pub struct Authenticator {
     scrubbed_accounts: HashSet<String>,
     /// Accounts allowed to log in; empty means every account.
     allowed_accounts: HashSet<String>,
-    /// The headers the STS client sets itself (`host`, `content-type`) and their values.
-    sent_headers: [(&'static str, String); 2],
 }
 
 impl Authenticator {
@@ -204,7 +202,6 @@ impl Authenticator {
         Self {
             cluster_id,
             clock,
-            sent_headers: sts.sent_headers(),
             sts,
             chain,
             cache,
@@ -269,10 +266,9 @@ impl Authenticator {
         parsed: Result<token::SignedRequest, TokenError>,
     ) -> (Result<User, Denial>, Option<Identity>, bool) {
         let now = self.clock.now();
-        let sent = self.sent_headers.each_ref().map(|(k, v)| (*k, v.as_str()));
         let checked = parsed.and_then(|req| {
             token::check(&req, &self.cluster_id, now)?;
-            token::check_sent_headers(&req, &sent)?;
+            self.sts.check_sent_headers(&req)?;
             Ok(req)
         });
         let req = match checked {

@@ -173,9 +173,7 @@ pub async fn check(
     if let Err(e) = crate::token::check(&req, cluster_id, now) {
         return local_failure(report, &e);
     }
-    let sent = sts.sent_headers();
-    let sent = sent.each_ref().map(|(k, v)| (*k, v.as_str()));
-    if let Err(e) = crate::token::check_sent_headers(&req, &sent) {
+    if let Err(e) = sts.check_sent_headers(&req) {
         return local_failure(report, &e);
     }
     let ci = match sts.get_caller_identity(&req).await {

@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 
 pub use crate::identity::CallerIdentity;
 use crate::metrics::Metrics;
-use crate::token::SignedRequest;
+use crate::token::{SignedRequest, TokenError};
 
 /// The `Content-Type` of every `POST` to STS (the body is empty).
 pub const CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
@@ -142,6 +142,8 @@ impl StsSettings {
 pub struct StsClient {
     http: reqwest::Client,
     settings: Arc<StsSettings>,
+    /// The `Host` header sent to the endpoint, worked out once.
+    host: Arc<str>,
     permits: Arc<Semaphore>,
     metrics: Option<Arc<Metrics>>,
 }
@@ -187,6 +189,7 @@ impl StsClient {
             .map_err(|e| StsSetupError::Http(e.to_string()))?;
         Ok(Self {
             http,
+            host: host_header(&settings.endpoint).into(),
             permits: Arc::new(Semaphore::new(settings.max_concurrent.max(1))),
             settings: Arc::new(settings),
             metrics,
@@ -201,19 +204,13 @@ impl StsClient {
         &self.settings
     }
 
-    /// The `Host` header every request carries: the endpoint's host, and its port unless it is
-    /// the scheme's default.
-    pub fn host_header(&self) -> String {
-        host_header(&self.settings.endpoint)
-    }
-
-    /// The headers this client sets itself, whatever a token says (for
-    /// [`crate::token::check_sent_headers`]).
-    pub fn sent_headers(&self) -> [(&'static str, String); 2] {
-        [
-            ("host", self.host_header()),
-            ("content-type", CONTENT_TYPE.to_string()),
-        ]
+    /// Refuses a token that signs `host` or `content-type` with other values than the ones this
+    /// client sends (see [`crate::token::check_sent_headers`]).
+    pub fn check_sent_headers(&self, req: &SignedRequest) -> Result<(), TokenError> {
+        crate::token::check_sent_headers(
+            req,
+            &[("host", &self.host), ("content-type", CONTENT_TYPE)],
+        )
     }
 
     /// Sends the signed request recovered from a token and reads the caller's identity.
