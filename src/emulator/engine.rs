@@ -443,13 +443,7 @@ impl Emulator {
             parse_pairs(body, &mut params)?;
         }
         reject_duplicates(&params)?;
-        let get = |name: &str| {
-            params
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-                .filter(|v| !v.is_empty())
-        };
+        let get = |name: &str| param(&params, name);
         let require =
             |name: &str| get(name).ok_or_else(|| StsErrorCode::MissingParameter(name.to_string()));
         let version = get("Version")
@@ -579,13 +573,7 @@ impl Call {
 fn parse_v1(req: &Request<'_>, info: &mut RequestInfo) -> Result<Call, StsErrorCode> {
     let params = v1_params(req)?;
     reject_duplicates(&params)?;
-    let get = |name: &str| {
-        params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-            .filter(|v| !v.is_empty())
-    };
+    let get = |name: &str| param(&params, name);
     let require =
         |name: &str| get(name).ok_or_else(|| StsErrorCode::MissingParameter(name.to_string()));
     info.action = get("Action").map(str::to_string);
@@ -701,6 +689,15 @@ fn v1_params(req: &Request<'_>) -> Result<Vec<(String, String)>, StsErrorCode> {
         parse_pairs(body, &mut params)?;
     }
     Ok(params)
+}
+
+/// The value of parameter `name`, if present and not empty.
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .filter(|v| !v.is_empty())
 }
 
 /// Splits and decodes `k=v&k=v` (a query string or a form body) onto `out`.
