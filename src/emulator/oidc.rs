@@ -191,11 +191,35 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|c| *c == '*')
 }
 
+/// Signs `header` and `claims` as an RS256 JWT with an RSA key in PKCS#8 PEM: what an OIDC
+/// issuer does, for tests that need tokens [`verify`] accepts (or, with another key, refuses).
+pub fn sign_rs256(pkcs8_pem: &[u8], header: &Value, claims: &Value) -> Result<String, String> {
+    use rustls_pki_types::pem::PemObject as _;
+    let der = rustls_pki_types::PrivatePkcs8KeyDer::from_pem_slice(pkcs8_pem)
+        .map_err(|e| format!("not a PKCS#8 PEM key: {e}"))?;
+    let pair = ring::signature::RsaKeyPair::from_pkcs8(der.secret_pkcs8_der())
+        .map_err(|e| format!("not an RSA key: {e}"))?;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let signed = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let mut sig = vec![0u8; pair.public().modulus_len()];
+    pair.sign(
+        &ring::signature::RSA_PKCS1_SHA256,
+        &ring::rand::SystemRandom::new(),
+        signed.as_bytes(),
+        &mut sig,
+    )
+    .map_err(|_| "signing failed".to_string())?;
+    Ok(format!("{signed}.{}", b64(&sig)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::emulator::keys::KeyStore;
-    use rustls_pki_types::pem::PemObject as _;
     use serde_json::json;
 
     const ISSUER: &str = "https://oidc.emulator.invalid/ack-rrsa-emulator";
@@ -218,24 +242,7 @@ mod tests {
     fn sign(header: &Value, claims: &Value) -> String {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/oidc-test-key.pem");
-        let pem = std::fs::read(path).expect("fixture");
-        let der = rustls_pki_types::PrivatePkcs8KeyDer::from_pem_slice(&pem).expect("pem");
-        let pair = ring::signature::RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).expect("key");
-        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
-        let signed = format!(
-            "{}.{}",
-            b64(header.to_string().as_bytes()),
-            b64(claims.to_string().as_bytes())
-        );
-        let mut sig = vec![0u8; pair.public().modulus_len()];
-        pair.sign(
-            &ring::signature::RSA_PKCS1_SHA256,
-            &ring::rand::SystemRandom::new(),
-            signed.as_bytes(),
-            &mut sig,
-        )
-        .expect("sign");
-        format!("{signed}.{}", b64(&sig))
+        sign_rs256(&std::fs::read(path).expect("fixture"), header, claims).expect("sign")
     }
 
     fn claims(exp_in: i64, extra: Value) -> Value {

@@ -450,25 +450,8 @@ pub fn oidc_other_key_path() -> PathBuf {
 
 /// Signs `header` and `claims` (JSON objects) as an RS256 JWT with the PKCS#8 PEM key at `key`.
 pub fn sign_jwt(key: &Path, header: &Value, claims: &Value) -> String {
-    use rustls_pki_types::pem::PemObject as _;
     let pem = std::fs::read(key).expect("read the test key");
-    let der = rustls_pki_types::PrivatePkcs8KeyDer::from_pem_slice(&pem).expect("PKCS#8 PEM");
-    let pair = ring::signature::RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).expect("RSA key");
-    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-    let signed = format!(
-        "{}.{}",
-        b64(header.to_string().as_bytes()),
-        b64(claims.to_string().as_bytes())
-    );
-    let mut sig = vec![0u8; pair.public().modulus_len()];
-    pair.sign(
-        &ring::signature::RSA_PKCS1_SHA256,
-        &ring::rand::SystemRandom::new(),
-        signed.as_bytes(),
-        &mut sig,
-    )
-    .expect("sign");
-    format!("{signed}.{}", b64(&sig))
+    ram_authenticator::emulator::oidc::sign_rs256(&pem, header, claims).expect("sign")
 }
 
 /// An OIDC token for the emulator's provider, signed with the test key: `iss`, `aud`, `sub`,
