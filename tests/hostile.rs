@@ -272,6 +272,20 @@ async fn until_closed<S: tokio::io::AsyncRead + Unpin>(mut s: S) {
 }
 
 /// `n` TLS connections that send `payload` (if any) and then nothing.
+/// Opens `n` TCP connections to `addr` that send nothing; counts them as the server closes them.
+async fn silent_connections(addr: SocketAddr, n: usize) -> Closed {
+    let closed = Closed::default();
+    for _ in 0..n {
+        let s = TcpStream::connect(addr).await.expect("connect");
+        let closed = closed.clone();
+        tokio::spawn(async move {
+            until_closed(s).await;
+            closed.one();
+        });
+    }
+    closed
+}
+
 async fn quiet_tls(t: &Target, n: usize, alpn: &[u8], payload: &'static [u8]) -> Closed {
     let closed = Closed::default();
     for _ in 0..n {
@@ -358,15 +372,7 @@ async fn http1_slow_bodies_do_not_block_reviews() {
 async fn silent_connections_are_closed_at_the_handshake_deadline() {
     let _serial = SERIAL.lock().await;
     let t = target(&[]).await;
-    let closed = Closed::default();
-    for _ in 0..300 {
-        let s = TcpStream::connect(t.https).await.expect("connect");
-        let closed = closed.clone();
-        tokio::spawn(async move {
-            until_closed(s).await;
-            closed.one();
-        });
-    }
+    let closed = silent_connections(t.https, 300).await;
     t.assert_reviews_answered().await;
     closed.most_of(300).await;
     t.assert_closed_for("https", "handshake_timeout", 270).await;
@@ -626,15 +632,7 @@ async fn health_header_flood_stays_small() {
 async fn health_idle_flood_is_bounded() {
     let _serial = SERIAL.lock().await;
     let t = target(&[]).await;
-    let closed = Closed::default();
-    for _ in 0..300 {
-        let s = TcpStream::connect(t.health).await.expect("connect");
-        let closed = closed.clone();
-        tokio::spawn(async move {
-            until_closed(s).await;
-            closed.one();
-        });
-    }
+    let closed = silent_connections(t.health, 300).await;
     t.healthz_within(Duration::from_secs(2)).await;
     t.assert_reviews_answered().await;
     closed.most_of(300).await;
